@@ -1,0 +1,235 @@
+"""`llmhost.yaml`: profiles, ports, models, core count, thresholds — validated key by key.
+
+Any unknown key or bad value is refused with one line naming the key, before anything runs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from llmhost.errors import LlmhostError
+
+PROFILES = ("cpu", "gpu", "all")
+SERVICE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "gpu", "vllm-gpu": "gpu"}
+CACHE_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+CONFIG_ENV = "LLMHOST_CONFIG"
+DEFAULT_CONFIG_PATHS = ("llmhost.yaml", "/etc/llmhost/llmhost.yaml")
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    port: int
+    model: str | None = None  # file name under models_dir (GGUF) or a model directory (vLLM)
+    ctx_size: int = 4096  # tokens per parallel slot
+    parallel: int = 1
+    cache_type: str = "f16"
+    gpu_layers: int = 999
+    targets: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HugepagesConfig:
+    enabled: bool = True
+    headroom_pct: float = 10.0
+    gib: float | None = None  # fixed size instead of sizing from the models
+    boot_time: bool = False  # also reserve on the kernel command line
+
+
+@dataclass(frozen=True)
+class ImagesConfig:
+    base_image: str = "debian:bookworm-slim"
+    llama_ref: str = "b7900"
+    cuda_version: str | None = None  # default: from the driver, capped at the newest we know
+    vllm_version: str = "0.29.0"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    requests: int = 8
+    concurrency: int = 1
+    max_tokens: int = 64
+    warmup: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "cpu"
+    inference_cores: int = 12
+    bind_address: str = "127.0.0.1"
+    api_key: str | None = None
+    models_dir: str = "/srv/llmhost/models"
+    project: str = "llmhost"
+    services: dict[str, ServiceConfig] = field(
+        default_factory=lambda: {
+            "llama-cpu": ServiceConfig(port=8001, targets={"ttft_p90_ms": 5000, "output_tok_s": 1}),
+            "llama-gpu": ServiceConfig(port=8004, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}),
+            "vllm-gpu": ServiceConfig(port=8005, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}),
+        }
+    )
+    hugepages: HugepagesConfig = field(default_factory=HugepagesConfig)
+    images: ImagesConfig = field(default_factory=ImagesConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    source_path: str | None = None
+
+
+def _fail(key: str, message: str) -> LlmhostError:
+    return LlmhostError(f"config: {key} {message}", exit_code=2)
+
+
+def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise _fail(key, f"must be an integer from {lo} to {hi} (got {value!r})")
+    return value
+
+
+def _check_float(key: str, value: Any, lo: float, hi: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+        raise _fail(key, f"must be a number from {lo} to {hi} (got {value!r})")
+    return float(value)
+
+
+def _check_bool(key: str, value: Any) -> bool:
+    # YAML's yes/on/1 are refused on purpose: only true/false is unambiguous.
+    if not isinstance(value, bool):
+        raise _fail(key, f"must be true or false (got {value!r})")
+    return value
+
+
+def _check_str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(key, f"must be a non-empty string (got {value!r})")
+    if choices and value not in choices:
+        raise _fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+def _check_mapping(key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(key, f"must be a mapping (got {type(value).__name__})")
+    for name in value:
+        if name not in allowed:
+            where = f"{key}.{name}" if key else str(name)
+            raise LlmhostError(f"config: unknown key {where!r}", exit_code=2)
+    return value
+
+
+def _names(cls: type) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig:
+    data = _check_mapping(key, raw, _names(ServiceConfig))
+    base = default or ServiceConfig(port=0)
+    out: dict[str, Any] = {}
+    if "port" in data or default is None:
+        out["port"] = _check_int(f"{key}.port", data.get("port"), 1, 65535)
+    if "model" in data:
+        out["model"] = None if data["model"] is None else _check_str(f"{key}.model", data["model"])
+    if "ctx_size" in data:
+        out["ctx_size"] = _check_int(f"{key}.ctx_size", data["ctx_size"], 128, 1 << 21)
+    if "parallel" in data:
+        out["parallel"] = _check_int(f"{key}.parallel", data["parallel"], 1, 256)
+    if "cache_type" in data:
+        out["cache_type"] = _check_str(f"{key}.cache_type", data["cache_type"], CACHE_TYPES)
+    if "gpu_layers" in data:
+        out["gpu_layers"] = _check_int(f"{key}.gpu_layers", data["gpu_layers"], 0, 10000)
+    if "targets" in data:
+        targets = _check_mapping(f"{key}.targets", data["targets"], set(TARGET_KEYS))
+        out["targets"] = {
+            k: _check_float(f"{key}.targets.{k}", v, 0, 1e9) for k, v in targets.items()
+        }
+    return replace(base, **out)
+
+
+TARGET_KEYS = ("ttft_p90_ms", "ttft_p99_ms", "itl_p90_ms", "tpot_p90_ms", "output_tok_s")
+
+
+def parse_config(data: Any, source_path: str | None = None) -> Config:
+    """Validate a loaded YAML document into a Config."""
+    if data is None:
+        data = {}
+    top = _check_mapping("", data, _names(Config) - {"source_path"})
+    cfg = Config(source_path=source_path)
+    out: dict[str, Any] = {}
+    if "profile" in top:
+        out["profile"] = _check_str("profile", top["profile"], PROFILES)
+    if "inference_cores" in top:
+        out["inference_cores"] = _check_int("inference_cores", top["inference_cores"], 1, 1024)
+    if "bind_address" in top:
+        addr = _check_str("bind_address", top["bind_address"])
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise _fail("bind_address", f"must be an IP address (got {addr!r})") from None
+        out["bind_address"] = addr
+    if "api_key" in top:
+        out["api_key"] = None if top["api_key"] is None else _check_str("api_key", top["api_key"])
+    if "models_dir" in top:
+        out["models_dir"] = _check_str("models_dir", top["models_dir"])
+    if "project" in top:
+        out["project"] = _check_str("project", top["project"])
+    if "services" in top:
+        raw = _check_mapping("services", top["services"], set(SERVICE_PROFILES))
+        services = dict(cfg.services)
+        for name, svc in raw.items():
+            services[name] = _service(f"services.{name}", svc, cfg.services.get(name))
+        out["services"] = services
+    if "hugepages" in top:
+        raw = _check_mapping("hugepages", top["hugepages"], _names(HugepagesConfig))
+        hp: dict[str, Any] = {}
+        if "enabled" in raw:
+            hp["enabled"] = _check_bool("hugepages.enabled", raw["enabled"])
+        if "boot_time" in raw:
+            hp["boot_time"] = _check_bool("hugepages.boot_time", raw["boot_time"])
+        if "headroom_pct" in raw:
+            hp["headroom_pct"] = _check_float("hugepages.headroom_pct", raw["headroom_pct"], 0, 200)
+        if "gib" in raw:
+            hp["gib"] = None if raw["gib"] is None else _check_float("hugepages.gib", raw["gib"], 0, 4096)
+        out["hugepages"] = replace(cfg.hugepages, **hp)
+    if "images" in top:
+        raw = _check_mapping("images", top["images"], _names(ImagesConfig))
+        img = {
+            k: (None if v is None and k == "cuda_version" else _check_str(f"images.{k}", v))
+            for k, v in raw.items()
+        }
+        out["images"] = replace(cfg.images, **img)
+    if "bench" in top:
+        raw = _check_mapping("bench", top["bench"], _names(BenchConfig))
+        limits = {"requests": (1, 100000), "concurrency": (1, 1024), "max_tokens": (1, 65536),
+                  "warmup": (0, 100)}  # fmt: skip
+        bench = {k: _check_int(f"bench.{k}", v, *limits[k]) for k, v in raw.items()}
+        out["bench"] = replace(cfg.bench, **bench)
+    cfg = replace(cfg, **out)
+    if not ipaddress.ip_address(cfg.bind_address).is_loopback and not cfg.api_key:
+        raise _fail("api_key", f"is required when bind_address is {cfg.bind_address} (not loopback)")
+    ports = [s.port for s in cfg.services.values()]
+    if len(set(ports)) != len(ports):
+        raise _fail("services", f"ports must differ (got {sorted(ports)})")
+    return cfg
+
+
+def load_config(path: str | None = None) -> Config:
+    """Load the given file, else $LLMHOST_CONFIG, else ./llmhost.yaml or /etc; else defaults."""
+    candidates = [path] if path else [os.environ.get(CONFIG_ENV), *DEFAULT_CONFIG_PATHS]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        file = Path(candidate)
+        if not file.is_file():
+            if path:
+                raise LlmhostError(f"config file {file} does not exist", exit_code=2)
+            continue
+        import yaml
+
+        try:
+            data = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise LlmhostError(f"config file {file} is not valid YAML{where}", exit_code=2) from None
+        return parse_config(data, str(file))
+    return Config()

@@ -1,0 +1,58 @@
+"""Host facts: one module per source domain, gathered into one `HostFacts` record."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+from dataclasses import dataclass
+from typing import Any
+
+from llmhost.facts.containers import ContainerFacts, gather_containers
+from llmhost.facts.cpu import CpuFacts, gather_cpu
+from llmhost.facts.gpu import GpuFacts, gather_gpu
+from llmhost.facts.kernel import KernelFacts, gather_kernel
+from llmhost.facts.memory import MemoryFacts, gather_memory
+from llmhost.sources import Source
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    source: str
+    hostname: str
+    cpu: CpuFacts
+    memory: MemoryFacts
+    kernel: KernelFacts
+    gpu: GpuFacts
+    containers: ContainerFacts
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_jsonable(self)
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and dicts with int keys -> plain JSON types."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def gather(source: Source, *, containers: bool = True) -> HostFacts:
+    """Read every domain through `source`."""
+    hostname = (source.read_text("/proc/sys/kernel/hostname") or platform.node()).strip()
+    return HostFacts(
+        source=source.name,
+        hostname=hostname,
+        cpu=gather_cpu(source),
+        memory=gather_memory(source),
+        kernel=gather_kernel(source),
+        gpu=gather_gpu(source),
+        containers=gather_containers(source) if containers else _no_containers(),
+    )
+
+
+def _no_containers() -> ContainerFacts:
+    return ContainerFacts(engine_reachable=False, engine_error="not inspected")

@@ -1,0 +1,206 @@
+"""NVIDIA driver, CUDA driver version and each GPU, through NVML (live) or nvidia-smi (snapshot).
+
+No driver or no GPU is a fact (`GpuFacts.error`, empty `gpus`), never an exception.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import Any
+
+from llmhost.sources import Source
+
+# Compute capability major (and minor where it matters) -> NVIDIA architecture name.
+_ARCH_BY_CC: dict[tuple[int, int], str] = {
+    (12, 1): "Blackwell",  # GB10 (DGX Spark)
+    (12, 0): "Blackwell",  # RTX 50xx, RTX PRO 6000 Blackwell
+    (11, 0): "Blackwell",  # Thor
+    (10, 3): "Blackwell",  # B300
+    (10, 0): "Blackwell",  # B200
+    (9, 0): "Hopper",
+    (8, 9): "Ada Lovelace",
+    (8, 7): "Ampere",
+    (8, 6): "Ampere",
+    (8, 0): "Ampere",
+    (7, 5): "Turing",
+    (7, 2): "Volta",
+    (7, 0): "Volta",
+    (6, 1): "Pascal",
+    (6, 0): "Pascal",
+}
+
+
+def architecture_for(cc: tuple[int, int] | None) -> str:
+    if cc is None:
+        return "unknown"
+    return _ARCH_BY_CC.get(cc) or _ARCH_BY_CC.get((cc[0], 0), f"unknown (sm_{cc[0]}{cc[1]})")
+
+
+def cuda_version_from_int(value: int) -> str:
+    """NVML's 13000 -> "13.0", 12080 -> "12.8"."""
+    return f"{value // 1000}.{(value % 1000) // 10}"
+
+
+@dataclass(frozen=True)
+class Gpu:
+    index: int
+    name: str
+    uuid: str
+    architecture: str
+    compute_capability: str | None
+    memory_total_mib: int | None
+    pcie_generation: int | None
+    pcie_max_generation: int | None
+    pcie_width: int | None
+    persistence_mode: bool | None
+
+    @property
+    def cc_tuple(self) -> tuple[int, int] | None:
+        if not self.compute_capability:
+            return None
+        major, _, minor = self.compute_capability.partition(".")
+        return int(major), int(minor or 0)
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    driver_version: str | None
+    cuda_driver_version: str | None
+    gpus: tuple[Gpu, ...]
+    via: str
+    error: str | None = None
+
+    @property
+    def present(self) -> bool:
+        return bool(self.gpus)
+
+
+def _nvml_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _optional(call: Any, *args: Any) -> Any:
+    """NVML calls some boards do not support return NOT_SUPPORTED: keep them as None."""
+    try:
+        return call(*args)
+    except Exception:
+        return None
+
+
+def from_nvml(nvml: Any) -> GpuFacts:
+    """Read through the pynvml API; every NVML failure becomes `error`."""
+    try:
+        nvml.nvmlInit()
+    except Exception as exc:
+        return GpuFacts(None, None, (), "nvml", error=_nvml_error_sentence(exc))
+    try:
+        driver = _nvml_str(nvml.nvmlSystemGetDriverVersion())
+        cuda = cuda_version_from_int(int(nvml.nvmlSystemGetCudaDriverVersion()))
+        gpus = []
+        for index in range(int(nvml.nvmlDeviceGetCount())):
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            cc = _optional(nvml.nvmlDeviceGetCudaComputeCapability, handle)
+            mem = _optional(nvml.nvmlDeviceGetMemoryInfo, handle)
+            persistence = _optional(nvml.nvmlDeviceGetPersistenceMode, handle)
+            cc_tuple = (int(cc[0]), int(cc[1])) if cc else None
+            gpus.append(
+                Gpu(
+                    index=index,
+                    name=_nvml_str(nvml.nvmlDeviceGetName(handle)),
+                    uuid=_nvml_str(nvml.nvmlDeviceGetUUID(handle)),
+                    architecture=architecture_for(cc_tuple),
+                    compute_capability=f"{cc_tuple[0]}.{cc_tuple[1]}" if cc_tuple else None,
+                    memory_total_mib=int(mem.total) // (1024 * 1024) if mem else None,
+                    pcie_generation=_optional(nvml.nvmlDeviceGetCurrPcieLinkGeneration, handle),
+                    pcie_max_generation=_optional(nvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+                    pcie_width=_optional(nvml.nvmlDeviceGetCurrPcieLinkWidth, handle),
+                    persistence_mode=None if persistence is None else bool(persistence),
+                )
+            )
+        return GpuFacts(driver, cuda, tuple(gpus), "nvml")
+    except Exception as exc:
+        return GpuFacts(None, None, (), "nvml", error=_nvml_error_sentence(exc))
+    finally:
+        _optional(nvml.nvmlShutdown)
+
+
+def _nvml_error_sentence(exc: Exception) -> str:
+    text = str(exc)
+    if "Library Not Found" in text or "libnvidia-ml" in text or "LibraryNotFound" in text:
+        return "no NVIDIA driver: libnvidia-ml.so (NVML) is not installed"
+    if "Driver Not Loaded" in text:
+        return "the NVIDIA kernel driver is not loaded"
+    return f"NVML failed: {text or type(exc).__name__}"
+
+
+def _int_in(text: str | None) -> int | None:
+    match = re.search(r"\d+", text or "")
+    return int(match.group()) if match else None
+
+
+def parse_nvidia_smi(xml_text: str, csv_text: str | None) -> GpuFacts:
+    """nvidia-smi -q -x plus the --query-gpu CSV (the XML carries no compute capability)."""
+    try:
+        root = ET.fromstring(xml_text)
+    except ET.ParseError as exc:
+        return GpuFacts(None, None, (), "nvidia-smi", error=f"unreadable nvidia-smi XML: {exc}")
+    caps: dict[str, str] = {}
+    if csv_text:
+        rows = list(csv.reader(io.StringIO(csv_text.strip())))
+        for row in rows[1:]:
+            cells = [c.strip() for c in row]
+            if len(cells) >= 4:
+                caps[cells[2]] = cells[3]
+    gpus = []
+    for index, node in enumerate(root.findall("gpu")):
+        uuid = (node.findtext("uuid") or "").strip()
+        cc_text = caps.get(uuid)
+        cc = None
+        if cc_text and re.fullmatch(r"\d+\.\d+", cc_text):
+            major, minor = cc_text.split(".")
+            cc = (int(major), int(minor))
+        link = node.find("pci/pci_gpu_link_info")
+        persistence = (node.findtext("persistence_mode") or "").strip()
+        gpus.append(
+            Gpu(
+                index=index,
+                name=(node.findtext("product_name") or "unknown").strip(),
+                uuid=uuid,
+                architecture=architecture_for(cc)
+                if cc
+                else (node.findtext("product_architecture") or "unknown").strip(),
+                compute_capability=cc_text if cc else None,
+                memory_total_mib=_int_in(node.findtext("fb_memory_usage/total")),
+                pcie_generation=_int_in(
+                    link.findtext("pcie_gen/current_link_gen") if link is not None else None
+                ),
+                pcie_max_generation=_int_in(
+                    link.findtext("pcie_gen/max_link_gen") if link is not None else None
+                ),
+                pcie_width=_int_in(
+                    link.findtext("link_widths/current_link_width") if link is not None else None
+                ),
+                persistence_mode={"Enabled": True, "Disabled": False}.get(persistence),
+            )
+        )
+    return GpuFacts(
+        driver_version=(root.findtext("driver_version") or "").strip() or None,
+        cuda_driver_version=(root.findtext("cuda_version") or "").strip() or None,
+        gpus=tuple(gpus),
+        via="nvidia-smi",
+    )
+
+
+def gather_gpu(source: Source) -> GpuFacts:
+    nvml = source.nvml()
+    if nvml is not None:
+        return from_nvml(nvml)
+    xml_out = source.command("nvidia-smi-xml")
+    if not xml_out.ok:
+        return GpuFacts(None, None, (), "nvidia-smi", error=f"no NVIDIA driver: {xml_out.error}")
+    csv_out = source.command("nvidia-smi-csv")
+    return parse_nvidia_smi(xml_out.stdout, csv_out.stdout if csv_out.ok else None)

@@ -1,0 +1,261 @@
+"""Where raw host inputs come from: the live host, or a snapshot of the same inputs.
+
+Every fact module reads through a `Source`, so `doctor --from FILE` analyses exactly the
+bytes a live run would have read (the psutil PROCFS_PATH idea, extended to a tarball).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from llmhost.errors import LlmhostError
+
+SNAPSHOT_FORMAT = 1
+MANIFEST = "llmhost-snapshot.json"
+
+# Commands whose output is a raw input. Snapshots store the output under commands/<key>.
+COMMANDS: dict[str, list[str]] = {
+    "nvidia-smi-xml": ["nvidia-smi", "-q", "-x"],
+    "nvidia-smi-csv": [
+        "nvidia-smi",
+        "--query-gpu=index,name,uuid,compute_cap,memory.total",
+        "--format=csv",
+    ],
+    "nvidia-ctk-version": ["nvidia-ctk", "--version"],
+    "docker-compose-version": ["docker", "compose", "version", "--short"],
+}
+
+# Docker Engine API calls (through the docker SDK), stored as JSON like `docker info`.
+DOCKER_CALLS = ("docker-info", "docker-version", "docker-images", "docker-containers")
+
+
+@dataclass(frozen=True)
+class CommandOutput:
+    """A command's result; `error` is set when it could not run or failed."""
+
+    stdout: str = ""
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+class Source(Protocol):
+    """Read-only access to a host's raw inputs."""
+
+    name: str
+
+    def read_text(self, path: str) -> str | None: ...
+
+    def list_dir(self, path: str) -> list[str] | None: ...
+
+    def command(self, key: str) -> CommandOutput: ...
+
+    def nvml(self) -> Any | None: ...
+
+
+def _run(argv: list[str], timeout: float = 10.0) -> CommandOutput:
+    if shutil.which(argv[0]) is None:
+        return CommandOutput(error=f"{argv[0]} not found on PATH")
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return CommandOutput(error=f"{' '.join(argv)}: {exc}")
+    if proc.returncode != 0:
+        msg = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
+        return CommandOutput(stdout=proc.stdout, error=msg[0] if msg else f"exit {proc.returncode}")
+    return CommandOutput(stdout=proc.stdout)
+
+
+def _docker_call(key: str) -> CommandOutput:
+    """Ask the Docker engine through the docker SDK; errors become data, not exceptions."""
+    try:
+        import docker  # heavy import: only when containers are inspected
+        from docker.errors import DockerException
+    except ImportError as exc:  # pragma: no cover - docker is a hard dependency
+        return CommandOutput(error=f"docker SDK not importable: {exc}")
+    try:
+        client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=5)
+        if key == "docker-info":
+            data: Any = client.info()
+        elif key == "docker-version":
+            data = client.version()
+        elif key == "docker-images":
+            data = client.images(filters={"label": "io.llmhost.profile"})
+        elif key == "docker-containers":
+            data = client.containers(all=True, filters={"label": "com.docker.compose.project"})
+        else:
+            raise KeyError(key)
+        client.close()
+    except DockerException as exc:
+        return CommandOutput(error=_docker_error_sentence(exc))
+    except OSError as exc:
+        return CommandOutput(error=_docker_error_sentence(exc))
+    return CommandOutput(stdout=json.dumps(data, sort_keys=True))
+
+
+def _docker_error_sentence(exc: BaseException) -> str:
+    text = str(exc)
+    if "Permission denied" in text or "PermissionError" in text:
+        return "permission denied on the Docker socket (run as root or join the docker group)"
+    if "FileNotFoundError" in text or "No such file" in text:
+        return "no Docker socket (the engine is not running or not installed)"
+    if "Connection refused" in text or "ConnectionRefused" in text:
+        return "the Docker engine refused the connection (daemon down)"
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return f"Docker engine unreachable: {first[:200]}"
+
+
+class LiveSource:
+    """The running host, optionally under a different filesystem root (for tests)."""
+
+    def __init__(self, root: str = "/", nvml_module: Any | None = None) -> None:
+        self.name = "live" if root == "/" else f"live:{root}"
+        self.root = Path(root)
+        self._nvml_module = nvml_module
+
+    def _path(self, path: str) -> Path:
+        return self.root / path.lstrip("/")
+
+    def read_text(self, path: str) -> str | None:
+        try:
+            return self._path(path).read_text(errors="replace")
+        except OSError:
+            return None
+
+    def list_dir(self, path: str) -> list[str] | None:
+        try:
+            return sorted(os.listdir(self._path(path)))
+        except OSError:
+            return None
+
+    def command(self, key: str) -> CommandOutput:
+        if key in DOCKER_CALLS:
+            return _docker_call(key)
+        return _run(COMMANDS[key])
+
+    def nvml(self) -> Any | None:
+        """The pynvml module (or a test double injected at construction)."""
+        if self._nvml_module is not None:
+            return self._nvml_module
+        try:
+            import pynvml
+        except ImportError:
+            return None
+        return pynvml
+
+
+class RecordingSource:
+    """Wraps a source and keeps every raw input read, to be written as a snapshot."""
+
+    def __init__(self, inner: Source) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.files: dict[str, str] = {}
+        self.listings: dict[str, list[str] | None] = {}
+        self.commands: dict[str, CommandOutput] = {}
+
+    def read_text(self, path: str) -> str | None:
+        text = self.inner.read_text(path)
+        if text is not None:
+            self.files[path] = text
+        return text
+
+    def list_dir(self, path: str) -> list[str] | None:
+        names = self.inner.list_dir(path)
+        self.listings[path] = names
+        return names
+
+    def command(self, key: str) -> CommandOutput:
+        out = self.inner.command(key)
+        self.commands[key] = out
+        return out
+
+    def nvml(self) -> Any | None:
+        # Snapshots carry nvidia-smi output instead of NVML state.
+        return None
+
+    def write(self, dest: Path, meta: dict[str, Any]) -> Path:
+        """Write everything read so far as a gzip tarball with files at their real paths."""
+        manifest = {
+            "format": SNAPSHOT_FORMAT,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "listings": self.listings,
+            "commands": {k: {"error": v.error} for k, v in self.commands.items()},
+            **meta,
+        }
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(dest.name + ".part")
+        with tarfile.open(tmp, "w:gz") as tar:
+            _add(tar, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+            for path, text in sorted(self.files.items()):
+                _add(tar, path.lstrip("/"), text)
+            for key, out in sorted(self.commands.items()):
+                _add(tar, f"commands/{key}", out.stdout)
+        tmp.replace(dest)
+        return dest
+
+
+def _add(tar: tarfile.TarFile, name: str, text: str) -> None:
+    data = text.encode()
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+
+
+class SnapshotSource:
+    """A captured host: same paths, same command outputs, nothing live."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.name = f"snapshot:{self.path.name}"
+        if not self.path.is_file():
+            raise LlmhostError(f"snapshot {self.path} does not exist")
+        try:
+            with tarfile.open(self.path, "r:*") as tar:
+                members = {
+                    m.name: tar.extractfile(m).read().decode(errors="replace")  # type: ignore[union-attr]
+                    for m in tar.getmembers()
+                    if m.isfile()
+                }
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise LlmhostError(f"snapshot {self.path} is not a readable tar.gz ({exc})") from None
+        if MANIFEST not in members:
+            raise LlmhostError(f"snapshot {self.path} has no {MANIFEST}: not an llmhost snapshot")
+        try:
+            self.manifest: dict[str, Any] = json.loads(members.pop(MANIFEST))
+        except json.JSONDecodeError as exc:
+            raise LlmhostError(f"snapshot {self.path} has a corrupt manifest ({exc})") from None
+        self._files = members
+
+    def read_text(self, path: str) -> str | None:
+        return self._files.get(path.lstrip("/"))
+
+    def list_dir(self, path: str) -> list[str] | None:
+        names = self.manifest.get("listings", {}).get(path)
+        return list(names) if names is not None else None
+
+    def command(self, key: str) -> CommandOutput:
+        meta = self.manifest.get("commands", {}).get(key)
+        if meta is None:
+            return CommandOutput(error=f"{key} was not captured in this snapshot")
+        return CommandOutput(stdout=self._files.get(f"commands/{key}", ""), error=meta.get("error"))
+
+    def nvml(self) -> Any | None:
+        return None
+
+
+def open_source(snapshot: str | None) -> Source:
+    """The live host, or the snapshot at `snapshot`."""
+    return SnapshotSource(snapshot) if snapshot else LiveSource()
