@@ -125,14 +125,17 @@ def choose_cores(cpu: CpuFacts, count: int) -> CorePlan:
     """Whole physical cores, never CPU 0's, filling the emptiest-of-housekeeping L3 first."""
     cpu0_core = next((s for s in cpu.smt_sibling_sets if 0 in s), (0,))
     candidates = [s for s in cpu.smt_sibling_sets if s != cpu0_core]
+    if not candidates:
+        raise PlanError(
+            f"this host has {cpu.physical_cores} physical core(s); llmhost needs at least 2 "
+            "(one for housekeeping, one for inference)"
+        )
     if count > len(candidates):
+        fix = f"set inference_cores: {len(candidates)} (or fewer) in llmhost.yaml"
         raise PlanError(
             f"asked for {count} inference cores but this host has {cpu.physical_cores} physical "
-            f"cores and CPU 0's core stays for housekeeping: set inference_cores: "
-            f"{max(len(candidates), 1)} or lower in llmhost.yaml"
-            if candidates
-            else f"this host has {cpu.physical_cores} physical core(s); llmhost needs at least 2 "
-            "(one for housekeeping, one for inference)"
+            f"cores and CPU 0's core stays for housekeeping: {fix}",
+            fix=fix,
         )
     domain_of: dict[int, int] = {}
     for domain in cpu.l3_domains:
@@ -296,12 +299,6 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
     if override:
         return cmake, torch, override
     driver = _version_tuple(gpu.cuda_driver_version or "0.0")[:2]
-    usable = [v for v in CUDA_IMAGE_VERSIONS if _version_tuple(v)[:2] <= driver]
-    if not usable:
-        raise PlanError(
-            f"the NVIDIA driver supports CUDA {gpu.cuda_driver_version}, older than every CUDA "
-            f"image llmhost builds ({CUDA_IMAGE_VERSIONS[0]}+): upgrade the driver"
-        )
     for cc in caps:
         need = MIN_CUDA_FOR_CC.get(cc)
         if need and driver < _version_tuple(need):
@@ -309,6 +306,12 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
                 f"sm_{cc[0]}{cc[1]} GPUs need CUDA {need}+ but the driver supports "
                 f"{gpu.cuda_driver_version}: upgrade the NVIDIA driver"
             )
+    usable = [v for v in CUDA_IMAGE_VERSIONS if _version_tuple(v)[:2] <= driver]
+    if not usable:
+        raise PlanError(
+            f"the NVIDIA driver supports CUDA {gpu.cuda_driver_version}, older than every CUDA "
+            f"image llmhost builds ({CUDA_IMAGE_VERSIONS[0]}+): upgrade the driver"
+        )
     return cmake, torch, usable[-1]
 
 

@@ -83,6 +83,13 @@ def _state_and_health(status: str, state: str) -> tuple[str, str | None]:
     return state or "unknown", health
 
 
+def _compose_error(error: str | None) -> str | None:
+    """The docker CLI's words for a missing plugin vary by version; say it plainly."""
+    if error and ("unknown flag" in error or "is not a docker command" in error):
+        return "the docker compose v2 plugin is not installed"
+    return error
+
+
 def parse_images(data: Any) -> tuple[ImageInfo, ...]:
     images = []
     for img in data or []:
@@ -138,7 +145,7 @@ def gather_containers(source: Source) -> ContainerFacts:
         cgroup_driver=info.get("CgroupDriver"),
         cgroup_version=info.get("CgroupVersion"),
         compose_version=parse_compose_version(compose.stdout) if compose.ok else None,
-        compose_error=compose.error,
+        compose_error=_compose_error(compose.error),
         nvidia_ctk_version=parse_ctk_version(ctk.stdout) if ctk.ok else None,
         images=parse_images(_json(images.stdout)) if images and images.ok else (),
         containers=parse_containers(_json(containers.stdout))

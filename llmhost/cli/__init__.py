@@ -1,0 +1,1 @@
+"""Click commands: one module per command, each thin (parse -> library -> render)."""

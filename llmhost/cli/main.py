@@ -1,0 +1,67 @@
+"""`llmhost` root group: loads nothing heavy, turns every LlmhostError into one line."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+
+import click
+
+from llmhost import __version__
+from llmhost.cli.app import App, abort
+from llmhost.errors import LlmhostError
+
+# command name -> module under llmhost.cli; imported only when that command runs.
+COMMANDS = {
+    "doctor": "doctor",
+    "plan": "plan",
+    "snapshot": "snapshot",
+    "facts": "facts",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module on use, so `llmhost doctor` stays fast."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module = COMMANDS.get(cmd_name)
+        if module is None:
+            return None
+        return getattr(importlib.import_module(f"llmhost.cli.{module}"), "command")
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except LlmhostError as exc:
+            abort(str(exc), exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            abort("interrupted", 130)
+        except Exception as exc:  # last resort: still one line, traceback only with -v
+            if ctx.obj is not None and ctx.obj.verbose:
+                traceback.print_exc()
+            abort(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)", 3)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="llmhost")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="llmhost.yaml to use (default: $LLMHOST_CONFIG, ./llmhost.yaml, /etc/llmhost).")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+    """Tune, provision, deploy and validate a local LLM inference host."""
+    ctx.obj = App(config_path=config_path, verbose=verbose)
+
+
+def main() -> None:
+    cli(prog_name="llmhost")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

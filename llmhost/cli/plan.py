@@ -1,0 +1,36 @@
+"""`llmhost plan`: what llmhost will do on this host, and why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from llmhost.cli.app import FROM_OPTION, JSON_OPTION, PROFILE_OPTION, App, pass_app
+from llmhost.cli.render import echo_json, render_plan
+from llmhost.inventory import write_host_vars
+from llmhost.plan import make_plan
+
+
+@click.command("plan")
+@PROFILE_OPTION
+@JSON_OPTION
+@FROM_OPTION
+@click.option("--write-inventory", type=click.Path(), default=None,
+              help="Write Ansible host_vars for this host (a .yml file, or a host_vars directory).")  # fmt: skip
+@pass_app
+def command(
+    app: App, profile: str | None, as_json: bool, snapshot: str | None, write_inventory: str | None
+) -> None:
+    """Derive inference cores, hugepages, build flags and services from the host's facts."""
+    config = app.config()
+    facts = app.facts(snapshot, containers=False)
+    plan = make_plan(facts, config, profile)
+    if write_inventory:
+        path = write_host_vars(plan, Path(write_inventory))
+        if not as_json:
+            click.echo(f"wrote {path}")
+    if as_json:
+        echo_json(plan)
+    else:
+        render_plan(plan)

@@ -1,0 +1,108 @@
+"""Checks on Docker, compose, the NVIDIA runtime, built images and running services."""
+
+from __future__ import annotations
+
+from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
+
+LABEL_PROFILE = "io.llmhost.profile"
+LABEL_CMAKE = "io.llmhost.llama.cmake_flags"
+LABEL_CUDA_ARCH = "io.llmhost.cuda.architectures"
+IMAGE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
+
+
+def docker_engine(ctx: Context) -> Finding:
+    c = ctx.facts.containers
+    if c.engine_reachable:
+        return ok(
+            f"Docker {c.engine_version} (API {c.api_version}), cgroup {c.cgroup_driver} "
+            f"v{c.cgroup_version}, runtimes: {', '.join(c.runtimes)}"
+        )
+    return fail(
+        f"Docker engine not reachable: {c.engine_error}",
+        "ansible-playbook site.yml --tags docker  (or: systemctl start docker)",
+    )
+
+
+def docker_compose(ctx: Context) -> Finding:
+    c = ctx.facts.containers
+    if c.compose_version and int(c.compose_version.split(".")[0]) >= 2:
+        return ok(f"docker compose {c.compose_version}")
+    return fail(
+        f"docker compose v2 missing ({c.compose_error or c.compose_version})",
+        "ansible-playbook site.yml --tags docker  (installs the compose v2 plugin)",
+    )
+
+
+def nvidia_runtime(ctx: Context) -> Finding:
+    c = ctx.facts.containers
+    if not ctx.wants_gpu:
+        return skip("cpu profile: no GPU containers")
+    if not c.engine_reachable:
+        return skip("Docker engine not reachable")
+    ctk = f", nvidia-ctk {c.nvidia_ctk_version}" if c.nvidia_ctk_version else ""
+    if c.nvidia_runtime:
+        return ok(f"nvidia runtime registered (default: {c.default_runtime}){ctk}")
+    return fail(
+        "the nvidia runtime is not registered with Docker",
+        "ansible-playbook site.yml --tags nvidia_container_toolkit",
+    )
+
+
+def images_match(ctx: Context) -> Finding:
+    if ctx.plan is None:
+        return skip("no plan")
+    c = ctx.facts.containers
+    if not c.engine_reachable:
+        return skip("Docker engine not reachable")
+    problems: list[str] = []
+    missing: list[str] = []
+    good: list[str] = []
+    for svc in ctx.plan.services:
+        image = next((i for i in c.images if svc.image in i.tags), None)
+        if image is None:
+            missing.append(svc.image)
+            continue
+        if svc.name == "llama-cpu":
+            want = " ".join(ctx.plan.build.llama_cpu_cmake_flags)
+            have = image.labels.get(LABEL_CMAKE)
+            if have != want:
+                problems.append(f"{svc.image} was built with {have!r}, this host wants {want!r}")
+                continue
+        elif svc.name == "llama-gpu":
+            have = image.labels.get(LABEL_CUDA_ARCH)
+            if have != ctx.plan.build.cuda_architectures:
+                problems.append(
+                    f"{svc.image} has CUDA archs {have!r}, GPUs need "
+                    f"{ctx.plan.build.cuda_architectures!r}"
+                )
+                continue
+        good.append(svc.image)
+    profile_flag = f"--profile {ctx.profile}"
+    if problems:
+        return fail("; ".join(problems), f"llmhost build {profile_flag}")
+    if missing:
+        return warn(f"not built: {', '.join(missing)}", f"llmhost build {profile_flag}")
+    return ok(f"built for this host: {', '.join(good)}")
+
+
+def services_healthy(ctx: Context) -> Finding:
+    if ctx.plan is None:
+        return skip("no plan")
+    c = ctx.facts.containers
+    if not c.engine_reachable:
+        return skip("Docker engine not reachable")
+    ours = {x.service: x for x in c.containers if x.project == ctx.config.project}
+    bad, down, good = [], [], []
+    for svc in ctx.plan.services:
+        box = ours.get(svc.name)
+        if box is None or box.state != "running":
+            down.append(svc.name)
+        elif box.health not in (None, "healthy"):
+            bad.append(f"{svc.name} is {box.health}")
+        else:
+            good.append(f"{svc.name} :{svc.port}")
+    if bad:
+        return fail("; ".join(bad), f"llmhost logs {bad[0].split()[0]}")
+    if down:
+        return warn(f"not running: {', '.join(down)}", f"llmhost deploy --profile {ctx.profile}")
+    return ok("healthy: " + ", ".join(good))

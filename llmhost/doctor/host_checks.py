@@ -1,0 +1,121 @@
+"""Checks on the CPU, the plan, hugepages, CPU isolation and frequency governors."""
+
+from __future__ import annotations
+
+from llmhost.cpulist import format_cpulist
+from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
+from llmhost.facts.kernel import parse_cmdline
+
+TAGS_FIX = "ansible-playbook site.yml --tags {tags}"
+
+
+def cpu_microarchitecture(ctx: Context) -> Finding:
+    cpu = ctx.facts.cpu
+    name = cpu.microarchitecture + (f" ({cpu.codename})" if cpu.codename else "")
+    detail = (
+        f"{cpu.vendor} {name}, family {cpu.family} model {cpu.model:#x}: "
+        f"{cpu.physical_cores} cores / {len(cpu.logical_cpus)} CPUs, "
+        f"{len(cpu.l3_domains)} L3 domain(s), {len(cpu.numa_nodes)} NUMA node(s)"
+    )
+    if cpu.microarchitecture.startswith("unknown"):
+        return warn(detail + "; llmhost plans from the ISA flags alone")
+    return ok(detail)
+
+
+def cpu_vnni(ctx: Context) -> Finding:
+    cpu = ctx.facts.cpu
+    have = [f for f in ("avx512_vnni", "avx_vnni", "amx_int8", "avx512_bf16") if cpu.has(f)]
+    if cpu.has("avx512_vnni"):
+        return ok(f"AVX-512 VNNI present ({', '.join(have)}): fast int8 dot products for Q4/Q8")
+    if cpu.has("avx_vnni"):
+        return ok(f"AVX-VNNI (256-bit) present ({', '.join(have)})")
+    if cpu.has("avx2"):
+        return warn("no VNNI: quantized matmuls use the slower AVX2 path")
+    return fail("no AVX2: llama.cpp CPU inference will be very slow on this CPU")
+
+
+def plan_ready(ctx: Context) -> Finding:
+    if ctx.plan is None:
+        detail = (ctx.plan_error or "").replace(f": {ctx.plan_fix}", "")
+        return fail(f"no plan: {detail}", ctx.plan_fix)
+    plan = ctx.plan
+    return ok(
+        f"{plan.cores.inference_cores} inference cores -> CPUs {plan.cores.inference_cpulist}, "
+        f"housekeeping {plan.cores.housekeeping_cpulist}; {plan.hugepages.pages} x 2 MiB pages"
+    )
+
+
+def hugepages_reserved(ctx: Context) -> Finding:
+    if ctx.plan is None:
+        return skip("no plan")
+    need = ctx.plan.hugepages.pages
+    pool = ctx.facts.memory.pool(ctx.plan.hugepages.page_kb)
+    if pool is None:
+        return fail("the kernel has no 2 MiB hugepage pool (CONFIG_HUGETLBFS off?)")
+    fix = TAGS_FIX.format(tags="hugepages") + f"  (or: sysctl -w vm.nr_hugepages={need})"
+    if need == 0:
+        if pool.total:
+            return warn(
+                f"{pool.total} x 2 MiB pages reserved but the plan needs none "
+                f"({ctx.plan.hugepages.reason}): {pool.total * 2} MiB withheld from the host",
+                "sysctl -w vm.nr_hugepages=0",
+            )
+        return ok(f"none needed: {ctx.plan.hugepages.reason}")
+    if pool.total < need:
+        return fail(f"{pool.total} of {need} planned 2 MiB pages reserved", fix)
+    if pool.free < need and not _pool_in_use_by_service(ctx):
+        return warn(f"{pool.total} reserved but only {pool.free} free of {need} needed", fix)
+    return ok(f"{pool.total} reserved, {pool.free} free, plan {need} ({ctx.plan.hugepages.reason})")
+
+
+def _pool_in_use_by_service(ctx: Context) -> bool:
+    return any(c.service == "llama-cpu" and c.state == "running" for c in ctx.facts.containers.containers)
+
+
+def cpu_isolation(ctx: Context) -> Finding:
+    if ctx.plan is None:
+        return skip("no plan")
+    kernel = ctx.facts.kernel
+    want = ctx.plan.cores.inference_cpus
+    fix = TAGS_FIX.format(tags="cpu_isolation") + " and reboot"
+    planned = parse_cmdline(" ".join(f"{k}={v}" for k, v in ctx.plan.kernel_params.items()))
+    pending = kernel.pending_params
+    if kernel.isolated_cpus == want and set(kernel.nohz_full_cpus) >= set(want):
+        return ok(f"CPUs {format_cpulist(want)} isolated and nohz_full, as planned")
+    if pending and all(pending.get(k) == v for k, v in planned.items() if k in pending):
+        if kernel.grub_dropin_params and all(
+            kernel.grub_dropin_params.get(k) == v for k, v in planned.items()
+        ):
+            return warn(
+                f"pending reboot: the GRUB drop-in sets isolcpus={planned['isolcpus']} "
+                "but the running kernel has not booted with it",
+                "reboot",
+            )
+    if kernel.isolated_cpus:
+        return fail(
+            f"isolated CPUs are {format_cpulist(kernel.isolated_cpus)}, the plan wants "
+            f"{format_cpulist(want)}",
+            fix,
+        )
+    return warn(f"no CPUs isolated (plan: {format_cpulist(want)})", fix)
+
+
+def cpu_governor(ctx: Context) -> Finding:
+    governors = ctx.facts.kernel.governors
+    if not governors:
+        return skip("no cpufreq on this host (VM or firmware-controlled)")
+    slow = {g: c for g, c in governors.items() if g != "performance"}
+    if not slow:
+        return ok("all CPUs on the performance governor")
+    detail = "; ".join(f"{g} on CPUs {format_cpulist(c)}" for g, c in slow.items())
+    return warn(detail, TAGS_FIX.format(tags="cpu_isolation"))
+
+
+def transparent_hugepages(ctx: Context) -> Finding:
+    mode = ctx.facts.memory.thp_enabled
+    if mode is None:
+        return skip("no transparent hugepage support")
+    if mode == "never":
+        return warn("THP is 'never': anonymous buffers get 4 KiB pages",
+                    "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled")  # fmt: skip
+    return ok(f"THP mode '{mode}'")

@@ -1,0 +1,26 @@
+"""The ordered list of doctor checks: (id, title, function)."""
+
+from __future__ import annotations
+
+from llmhost.doctor import container_checks as cc
+from llmhost.doctor import gpu_checks as gc
+from llmhost.doctor import host_checks as hc
+from llmhost.doctor.result import CheckFn
+
+CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
+    ("cpu.microarchitecture", "CPU microarchitecture", hc.cpu_microarchitecture),
+    ("cpu.vnni", "CPU int8 dot-product ISA (VNNI)", hc.cpu_vnni),
+    ("plan", "Tuning plan", hc.plan_ready),
+    ("gpu.present", "NVIDIA GPU", gc.gpu_present),
+    ("gpu.architecture", "GPU architecture", gc.gpu_architecture),
+    ("gpu.cuda_driver", "CUDA driver version", gc.cuda_driver),
+    ("memory.hugepages", "2 MiB hugepages", hc.hugepages_reserved),
+    ("memory.thp", "Transparent hugepages", hc.transparent_hugepages),
+    ("kernel.cpu_isolation", "CPU isolation", hc.cpu_isolation),
+    ("kernel.governor", "CPU frequency governor", hc.cpu_governor),
+    ("docker.engine", "Docker engine", cc.docker_engine),
+    ("docker.compose", "Docker compose v2", cc.docker_compose),
+    ("docker.nvidia_runtime", "NVIDIA container runtime", cc.nvidia_runtime),
+    ("images.flags", "Images built for this host", cc.images_match),
+    ("services.health", "Services", cc.services_healthy),
+)
