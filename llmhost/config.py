@@ -66,7 +66,9 @@ class Config:
     services: dict[str, ServiceConfig] = field(
         default_factory=lambda: {
             "llama-cpu": ServiceConfig(port=8001, targets={"ttft_p90_ms": 5000, "output_tok_s": 1}),
-            "llama-gpu": ServiceConfig(port=8004, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}),
+            "llama-gpu": ServiceConfig(
+                port=8004, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}
+            ),
             "vllm-gpu": ServiceConfig(port=8005, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}),
         }
     )
@@ -188,7 +190,9 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
         if "headroom_pct" in raw:
             hp["headroom_pct"] = _check_float("hugepages.headroom_pct", raw["headroom_pct"], 0, 200)
         if "gib" in raw:
-            hp["gib"] = None if raw["gib"] is None else _check_float("hugepages.gib", raw["gib"], 0, 4096)
+            hp["gib"] = (
+                None if raw["gib"] is None else _check_float("hugepages.gib", raw["gib"], 0, 4096)
+            )
         out["hugepages"] = replace(cfg.hugepages, **hp)
     if "images" in top:
         raw = _check_mapping("images", top["images"], _names(ImagesConfig))
@@ -205,11 +209,35 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
         out["bench"] = replace(cfg.bench, **bench)
     cfg = replace(cfg, **out)
     if not ipaddress.ip_address(cfg.bind_address).is_loopback and not cfg.api_key:
-        raise _fail("api_key", f"is required when bind_address is {cfg.bind_address} (not loopback)")
+        raise _fail(
+            "api_key", f"is required when bind_address is {cfg.bind_address} (not loopback)"
+        )
     ports = [s.port for s in cfg.services.values()]
     if len(set(ports)) != len(ports):
         raise _fail("services", f"ports must differ (got {sorted(ports)})")
     return cfg
+
+
+def _strict_loader() -> type:
+    """A SafeLoader where only true/false are booleans (YAML 1.2): yes/on/no stay strings,
+    so the validator can refuse them instead of guessing."""
+    import re
+
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    StrictLoader.yaml_implicit_resolvers = {
+        key: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    StrictLoader.add_implicit_resolver(
+        "tag:yaml.org,2002:bool",
+        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+        list("tTfF"),
+    )
+    return StrictLoader
 
 
 def load_config(path: str | None = None) -> Config:
@@ -226,10 +254,12 @@ def load_config(path: str | None = None) -> Config:
         import yaml
 
         try:
-            data = yaml.safe_load(file.read_text())
+            data = yaml.load(file.read_text(), Loader=_strict_loader())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise LlmhostError(f"config file {file} is not valid YAML{where}", exit_code=2) from None
+            raise LlmhostError(
+                f"config file {file} is not valid YAML{where}", exit_code=2
+            ) from None
         return parse_config(data, str(file))
     return Config()

@@ -191,7 +191,8 @@ def kernel_params(cores: CorePlan, hugepages: HugepagePlan, boot_hugepages: bool
 
 
 def model_memory(service: str, header: ModelHeader, svc: ServiceConfig) -> ModelMemory:
-    """Weights + KV cache for ctx x slots + compute buffers, as llama.cpp's CPU backend allocates."""
+    """Weights + KV cache for ctx x slots + compute buffers, as llama.cpp's CPU backend
+    allocates them."""
     n_ctx = svc.ctx_size * svc.parallel
     per_token = header.n_layer * header.n_head_kv * (header.head_dim_k + header.head_dim_v)
     kv = int(per_token * n_ctx * CACHE_TYPE_BYTES[svc.cache_type])

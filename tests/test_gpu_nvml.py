@@ -103,7 +103,7 @@ def test_reference_box_plan(tmp_path):
 
 def test_blackwell_on_old_driver_is_refused(tmp_path):
     facts = _host(tmp_path, FakeNvml(driver="565.57", cuda=12070, gpus=[RTX_5090]))
-    with pytest.raises(PlanError, match="sm_120 GPUs need CUDA 12.8"):
+    with pytest.raises(PlanError, match=r"sm_120 GPUs need CUDA 12\.8"):
         make_plan(facts, Config(), "gpu")
 
 

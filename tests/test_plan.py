@@ -148,7 +148,10 @@ def test_hugepages_sized_from_model(tmp_path):
     assert "m.gguf" in plan.hugepages.reason and "headroom" in plan.hugepages.reason
     assert plan.service("llama-cpu").args[:2] == ("--model", "/models/m.gguf")
     # gpu profile: weights live on the GPU; disabled: nothing.
-    assert make_plan(facts, replace(config, hugepages=HugepagesConfig(enabled=False))).hugepages.pages == 0
+    assert (
+        make_plan(facts, replace(config, hugepages=HugepagesConfig(enabled=False))).hugepages.pages
+        == 0
+    )
 
 
 def test_hugepages_boot_params_and_limits(tmp_path):

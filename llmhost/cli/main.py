@@ -31,7 +31,7 @@ class LazyGroup(click.Group):
         module = COMMANDS.get(cmd_name)
         if module is None:
             return None
-        return getattr(importlib.import_module(f"llmhost.cli.{module}"), "command")
+        return importlib.import_module(f"llmhost.cli.{module}").command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -50,8 +50,13 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="llmhost")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
-              help="llmhost.yaml to use (default: $LLMHOST_CONFIG, ./llmhost.yaml, /etc/llmhost).")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="llmhost.yaml to use (default: $LLMHOST_CONFIG, ./llmhost.yaml, /etc/llmhost).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:

@@ -16,8 +16,12 @@ from llmhost.plan import make_plan
 @PROFILE_OPTION
 @JSON_OPTION
 @FROM_OPTION
-@click.option("--write-inventory", type=click.Path(), default=None,
-              help="Write Ansible host_vars for this host (a .yml file, or a host_vars directory).")  # fmt: skip
+@click.option(
+    "--write-inventory",
+    type=click.Path(),
+    default=None,
+    help="Write Ansible host_vars for this host (a .yml file, or a host_vars directory).",
+)
 @pass_app
 def command(
     app: App, profile: str | None, as_json: bool, snapshot: str | None, write_inventory: str | None

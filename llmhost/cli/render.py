@@ -54,8 +54,10 @@ def render_plan(plan: Plan) -> None:
     click.echo("  kernel cmdline   " + " ".join(f"{k}={v}" for k, v in plan.kernel_params.items()))
     click.echo(f"  CPU build        {' '.join(b.llama_cpu_cmake_flags)}")
     if b.cuda_architectures:
-        click.echo(f"  CUDA build       CMAKE_CUDA_ARCHITECTURES={b.cuda_architectures}, "
-                   f"TORCH_CUDA_ARCH_LIST={b.torch_cuda_arch_list}, CUDA {b.cuda_version}")  # fmt: skip
+        click.echo(
+            f"  CUDA build       CMAKE_CUDA_ARCHITECTURES={b.cuda_architectures}, "
+            f"TORCH_CUDA_ARCH_LIST={b.torch_cuda_arch_list}, CUDA {b.cuda_version}"
+        )
     for s in plan.services:
         click.echo(f"  service {s.name:<9} {s.bind_address}:{s.port}  cpuset {s.cpuset}  "
                    f"threads {s.threads}  image {s.image}")  # fmt: skip

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from llmhost.cpulist import format_cpulist
 from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
-from llmhost.facts.kernel import parse_cmdline
 
 TAGS_FIX = "ansible-playbook site.yml --tags {tags}"
 
@@ -69,7 +68,9 @@ def hugepages_reserved(ctx: Context) -> Finding:
 
 
 def _pool_in_use_by_service(ctx: Context) -> bool:
-    return any(c.service == "llama-cpu" and c.state == "running" for c in ctx.facts.containers.containers)
+    return any(
+        c.service == "llama-cpu" and c.state == "running" for c in ctx.facts.containers.containers
+    )
 
 
 def cpu_isolation(ctx: Context) -> Finding:
@@ -78,19 +79,18 @@ def cpu_isolation(ctx: Context) -> Finding:
     kernel = ctx.facts.kernel
     want = ctx.plan.cores.inference_cpus
     fix = TAGS_FIX.format(tags="cpu_isolation") + " and reboot"
-    planned = parse_cmdline(" ".join(f"{k}={v}" for k, v in ctx.plan.kernel_params.items()))
-    pending = kernel.pending_params
+    planned = ctx.plan.kernel_params
     if kernel.isolated_cpus == want and set(kernel.nohz_full_cpus) >= set(want):
         return ok(f"CPUs {format_cpulist(want)} isolated and nohz_full, as planned")
-    if pending and all(pending.get(k) == v for k, v in planned.items() if k in pending):
-        if kernel.grub_dropin_params and all(
-            kernel.grub_dropin_params.get(k) == v for k, v in planned.items()
-        ):
-            return warn(
-                f"pending reboot: the GRUB drop-in sets isolcpus={planned['isolcpus']} "
-                "but the running kernel has not booted with it",
-                "reboot",
-            )
+    dropin = kernel.grub_dropin_params
+    if dropin is not None and any(dropin.get(k) != v for k, v in planned.items()):
+        return warn("the llmhost GRUB drop-in differs from the plan (hand-edited?)", fix)
+    if dropin and kernel.pending_params:
+        return warn(
+            f"pending reboot: the GRUB drop-in sets isolcpus={planned['isolcpus']} "
+            "but the running kernel has not booted with it",
+            "reboot",
+        )
     if kernel.isolated_cpus:
         return fail(
             f"isolated CPUs are {format_cpulist(kernel.isolated_cpus)}, the plan wants "

@@ -72,7 +72,7 @@ def parse_compose_version(text: str) -> str | None:
 
 
 def parse_ctk_version(text: str) -> str | None:
-    """`nvidia-ctk --version` -> "1.17.8" (first line: "NVIDIA Container Toolkit CLI version 1.17.8")."""
+    """`nvidia-ctk --version` -> "1.17.8" (its first line ends "CLI version 1.17.8")."""
     match = re.search(r"version\s+v?(\d+\.\d+\.\d+(?:[-~][\w.]+)?)", text)
     return match.group(1) if match else None
 

@@ -104,7 +104,9 @@ def _online_cpus(source: Source, cpuinfo_text: str) -> tuple[int, ...]:
     if online:
         return online
     return tuple(
-        int(line.split(":")[1]) for line in cpuinfo_text.splitlines() if line.startswith("processor")
+        int(line.split(":")[1])
+        for line in cpuinfo_text.splitlines()
+        if line.startswith("processor")
     )
 
 

@@ -39,9 +39,7 @@ class KernelFacts:
         """Parameters llmhost wrote for the next boot that the running kernel lacks."""
         if not self.grub_dropin_params:
             return {}
-        return {
-            k: v for k, v in self.grub_dropin_params.items() if self.params.get(k) != v
-        }
+        return {k: v for k, v in self.grub_dropin_params.items() if self.params.get(k) != v}
 
 
 def parse_cmdline(cmdline: str) -> dict[str, str]:

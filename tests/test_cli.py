@@ -1,0 +1,190 @@
+"""The CLI end to end through CliRunner: outputs, exit codes, and one clear line on bad input."""
+
+import json
+import tarfile
+
+import pytest
+from click.testing import CliRunner
+
+from llmhost.cli import app as app_module
+from llmhost.cli.main import cli
+from llmhost.facts import gather
+from llmhost.sources import LiveSource, RecordingSource, SnapshotSource, _docker_error_sentence
+from tests.support import (
+    CPUINFO,
+    H100_SNAPSHOT,
+    NO_DRIVER,
+    ZEN4_SNAPSHOT,
+    FakeNvml,
+    write_host_tree,
+)
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+    return result
+
+
+def assert_one_clear_line(result, code, text):
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.strip().splitlines() if line]
+    assert len(lines) == 1, result.output
+    assert text in lines[0]
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "llmhost.yaml"
+    path.write_text("inference_cores: 1\n")
+    return str(path)
+
+
+def test_doctor_on_zen4_snapshot(config):
+    result = run("--config", config, "doctor", "--from", str(ZEN4_SNAPSHOT))
+    assert "Zen 4 (Genoa)" in result.output
+    assert "AVX-512 VNNI present" in result.output
+    assert result.exit_code in (0, 1)
+
+
+def test_doctor_json_on_h100_snapshot():
+    result = run("doctor", "--json", "--profile", "gpu", "--from", str(H100_SNAPSHOT))
+    data = json.loads(result.output)
+    checks = {c["id"]: c for c in data["checks"]}
+    assert checks["gpu.architecture"]["status"] == "ok"
+    assert "Hopper sm_90" in checks["gpu.architecture"]["detail"]
+    assert checks["gpu.cuda_driver"]["status"] == "ok"
+    assert checks["cpu.microarchitecture"]["detail"].startswith("GenuineIntel Emerald Rapids")
+    assert checks["kernel.cpu_isolation"]["status"] == "warn"
+    assert checks["docker.engine"]["status"] == "fail"  # the device machine has no Docker
+    assert result.exit_code == 1
+    assert data["plan"]["build"]["cuda_architectures"] == "90"
+    assert data["facts"]["gpu"]["gpus"][0]["compute_capability"] == "9.0"
+    for check in data["checks"]:
+        assert check["status"] in ("ok", "warn", "fail", "skip")
+        if check["status"] in ("warn", "fail") and check["id"] != "plan":
+            assert check["remediation"], check
+
+
+def test_plan_json_and_inventory(tmp_path):
+    inv = tmp_path / "host_vars"
+    inv.mkdir()
+    result = run("plan", "--json", "--profile", "gpu", "--from", str(H100_SNAPSHOT),
+                 "--write-inventory", str(inv))  # fmt: skip
+    assert result.exit_code == 0
+    data = json.loads(result.output)
+    assert data["cores"]["inference_cpus"] == list(range(1, 13))
+    import yaml
+
+    host_vars = yaml.safe_load((inv / "vm.yml").read_text())
+    assert host_vars["cpu_isolation_inference_cpus"] == "1-12"
+    assert host_vars["cpu_isolation_kernel_params"]["nohz_full"] == "1-12"
+    assert host_vars["llmhost_plan"]["build"]["torch_cuda_arch_list"] == "9.0"
+
+
+def test_plan_text_says_why(config):
+    result = run("--config", config, "plan", "--from", str(ZEN4_SNAPSHOT))
+    assert result.exit_code == 0
+    assert "inference CPUs   1" in result.output and "why" in result.output
+    assert "-DGGML_AVX512_VNNI=ON" in result.output
+
+
+def test_plan_too_many_cores():
+    result = run("plan", "--from", str(ZEN4_SNAPSHOT))
+    assert_one_clear_line(result, 1, "set inference_cores: 1")
+
+
+def test_missing_snapshot(tmp_path):
+    result = run("doctor", "--from", str(tmp_path / "nope.tar.gz"))
+    assert_one_clear_line(result, 1, "does not exist")
+
+
+def test_corrupt_snapshot(tmp_path):
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(b"\x1f\x8b\x08garbage" * 10)
+    assert_one_clear_line(run("doctor", "--from", str(bad)), 1, "not a readable tar.gz")
+    plain = tmp_path / "plain.tar.gz"
+    with tarfile.open(plain, "w:gz") as tar:
+        tar.add(__file__, arcname="proc/cpuinfo")
+    assert_one_clear_line(run("plan", "--from", str(plain)), 1, "not an llmhost snapshot")
+
+
+def test_cpuinfo_without_flags(tmp_path):
+    arm = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n\n"
+    root = write_host_tree(tmp_path / "root", arm, cores=4)
+    recorder = RecordingSource(LiveSource(str(root)))
+    recorder.read_text("/proc/cpuinfo")
+    snap = recorder.write(tmp_path / "arm.tar.gz", {})
+    assert_one_clear_line(run("doctor", "--from", str(snap)), 1, "no 'flags' line")
+
+
+def test_unknown_profile():
+    result = run("doctor", "--profile", "tpu")
+    assert result.exit_code == 2
+    assert "'tpu' is not one of" in result.output
+
+
+def test_bad_config_value(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("hugepages:\n  enabled: yes\n")
+    result = run("--config", str(cfg), "plan", "--from", str(ZEN4_SNAPSHOT))
+    assert_one_clear_line(result, 2, "hugepages.enabled must be true or false")
+
+
+def _live_with(monkeypatch, tmp_path, nvml):
+    root = write_host_tree(tmp_path / "root", (CPUINFO / "ryzen9-9950x.txt").read_text(),
+                           cores=16, threads_per_core=2, cores_per_l3=8)  # fmt: skip
+    monkeypatch.setattr(app_module.App, "source",
+                        lambda self, snap: LiveSource(str(root), nvml_module=nvml))  # fmt: skip
+
+
+def test_nvml_absent_gpu_profile(monkeypatch, tmp_path):
+    _live_with(monkeypatch, tmp_path, FakeNvml(init_error=NO_DRIVER))
+    result = run("doctor", "--json", "--profile", "gpu")
+    checks = {c["id"]: c for c in json.loads(result.output)["checks"]}
+    assert result.exit_code == 1
+    assert checks["gpu.present"]["status"] == "fail"
+    assert "libnvidia-ml.so" in checks["gpu.present"]["detail"]
+    assert checks["plan"]["status"] == "fail" and "needs an NVIDIA GPU" in checks["plan"]["detail"]
+    plan = run("plan", "--profile", "gpu")
+    assert_one_clear_line(plan, 1, "needs an NVIDIA GPU")
+
+
+def test_nvml_absent_cpu_profile_is_fine(monkeypatch, tmp_path):
+    _live_with(monkeypatch, tmp_path, FakeNvml(init_error=NO_DRIVER))
+    checks = {c["id"]: c for c in json.loads(run("doctor", "--json").output)["checks"]}
+    assert checks["gpu.present"]["status"] == "skip"
+    assert checks["plan"]["status"] == "ok"
+
+
+def test_docker_socket_absent(monkeypatch, tmp_path):
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+    _live_with(monkeypatch, tmp_path, FakeNvml(init_error=NO_DRIVER))
+    result = run("doctor", "--json")
+    checks = {c["id"]: c for c in json.loads(result.output)["checks"]}
+    assert checks["docker.engine"]["status"] == "fail"
+    assert "no Docker socket" in checks["docker.engine"]["detail"]
+    assert "Traceback" not in result.output
+
+
+def test_docker_error_sentences():
+    from docker.errors import DockerException
+
+    denied = DockerException("Error while fetching server API version: ('Connection aborted.', "
+                             "PermissionError(13, 'Permission denied'))")  # fmt: skip
+    assert "permission denied" in _docker_error_sentence(denied)
+    refused = DockerException("Error while fetching server API version: ('Connection aborted.', "
+                              "ConnectionRefusedError(111, 'Connection refused'))")  # fmt: skip
+    assert "refused" in _docker_error_sentence(refused)
+
+
+def test_snapshot_roundtrip(tmp_path):
+    out = tmp_path / "me.tar.gz"
+    result = run("snapshot", "-o", str(out))
+    assert result.exit_code == 0 and out.exists()
+    live, snap = gather(LiveSource()), gather(SnapshotSource(out))
+    assert snap.cpu == live.cpu
+    assert snap.kernel.cmdline == live.kernel.cmdline
+    assert snap.memory.total_kb == live.memory.total_kb
+    assert snap.gpu.gpus == live.gpu.gpus
+    assert snap.containers.engine_reachable == live.containers.engine_reachable

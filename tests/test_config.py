@@ -1,0 +1,64 @@
+import pytest
+
+from llmhost.config import load_config, parse_config
+from llmhost.errors import LlmhostError
+
+
+def test_defaults():
+    cfg = parse_config(None)
+    assert cfg.inference_cores == 12 and cfg.profile == "cpu"
+    assert {n: s.port for n, s in cfg.services.items()} == {
+        "llama-cpu": 8001, "llama-gpu": 8004, "vllm-gpu": 8005}  # fmt: skip
+
+
+def test_overrides_merge_with_defaults():
+    cfg = parse_config({"services": {"llama-cpu": {"model": "m.gguf", "ctx_size": 8192}},
+                        "hugepages": {"headroom_pct": 20}})  # fmt: skip
+    svc = cfg.services["llama-cpu"]
+    assert (svc.port, svc.model, svc.ctx_size) == (8001, "m.gguf", 8192)
+    assert cfg.hugepages.headroom_pct == 20 and cfg.hugepages.enabled is True
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"inference_core": 4}, "config: unknown key 'inference_core'"),
+        ({"services": {"llama-cpu": {"prot": 1}}}, "unknown key 'services.llama-cpu.prot'"),
+        ({"services": {"llama-tpu": {}}}, "unknown key 'services.llama-tpu'"),
+        ({"inference_cores": "twelve"}, "inference_cores must be an integer from 1 to 1024"),
+        ({"inference_cores": True}, "inference_cores must be an integer"),
+        ({"profile": "tpu"}, "profile must be one of cpu, gpu, all (got 'tpu')"),
+        ({"services": {"llama-cpu": {"port": 70000}}}, "services.llama-cpu.port must be"),
+        ({"services": {"llama-cpu": {"port": 8004}}}, "services ports must differ"),
+        ({"hugepages": {"enabled": "yes"}}, "hugepages.enabled must be true or false"),
+        ({"hugepages": {"enabled": 1}}, "hugepages.enabled must be true or false"),
+        ({"services": {"llama-cpu": {"cache_type": "q3"}}}, "cache_type must be one of"),
+        ({"bind_address": "0.0.0.0"}, "api_key is required when bind_address is 0.0.0.0"),
+        ({"bind_address": "localhost"}, "bind_address must be an IP address"),
+        ({"bench": {"requests": 0}}, "bench.requests must be an integer from 1"),
+        ([1, 2], "must be a mapping"),
+    ],
+)
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(LlmhostError) as exc:
+        parse_config(data)
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+    assert exc.value.exit_code == 2
+
+
+def test_public_bind_with_key_is_fine():
+    cfg = parse_config({"bind_address": "0.0.0.0", "api_key": "s3cret"})
+    assert cfg.api_key == "s3cret"
+
+
+def test_load_file_errors(tmp_path):
+    with pytest.raises(LlmhostError, match="does not exist"):
+        load_config(str(tmp_path / "missing.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("services: [\n")
+    with pytest.raises(LlmhostError, match="not valid YAML at line"):
+        load_config(str(bad))
+    good = tmp_path / "ok.yaml"
+    good.write_text("inference_cores: 4\n")
+    assert load_config(str(good)).inference_cores == 4

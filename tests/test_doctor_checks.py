@@ -1,0 +1,103 @@
+"""Doctor checks over host trees laid out like Linux: isolation, pending reboot, hugepages, images."""
+
+from dataclasses import replace
+
+import pytest
+
+from llmhost.config import Config, HugepagesConfig
+from llmhost.doctor import run_doctor
+from llmhost.facts import gather
+from llmhost.facts.containers import ContainerFacts, ContainerInfo, ImageInfo
+from llmhost.facts.kernel import GRUB_DROPIN
+from llmhost.sources import LiveSource
+from tests.support import CPUINFO, NO_DRIVER, FakeNvml, write_host_tree
+
+ZEN5 = (CPUINFO / "ryzen9-9950x.txt").read_text()
+TOPO = {"cores": 16, "threads_per_core": 2, "cores_per_l3": 8}
+PLANNED = "1-4,8-15,17-20,24-31"
+DROPIN = (
+    f'LLMHOST_CMDLINE="isolcpus=managed_irq,domain,{PLANNED} nohz_full={PLANNED} '
+    f'rcu_nocbs={PLANNED} irqaffinity=0,5-7,16,21-23"\n'
+    'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT $LLMHOST_CMDLINE"\n'
+)
+
+
+def doctor(tmp_path, config=None, containers=None, **tree):
+    root = write_host_tree(tmp_path, ZEN5, **TOPO, **tree)
+    facts = gather(LiveSource(str(root), nvml_module=FakeNvml(init_error=NO_DRIVER)),
+                   containers=False)  # fmt: skip
+    if containers is not None:
+        facts = replace(facts, containers=containers)
+    report = run_doctor(facts, config or Config(), "cpu", live=True)
+    return {r.id: r for r in report.results}, report
+
+
+def test_isolation_active(tmp_path):
+    cmdline = f"ro isolcpus=managed_irq,domain,{PLANNED} nohz_full={PLANNED}"
+    checks, _ = doctor(tmp_path, cmdline=cmdline, isolated=PLANNED,
+                       files={"/sys/devices/system/cpu/nohz_full": PLANNED, GRUB_DROPIN: DROPIN})  # fmt: skip
+    assert checks["kernel.cpu_isolation"].status == "ok"
+
+
+def test_pending_reboot(tmp_path):
+    checks, _ = doctor(tmp_path, files={GRUB_DROPIN: DROPIN})
+    iso = checks["kernel.cpu_isolation"]
+    assert iso.status == "warn" and iso.detail.startswith("pending reboot")
+    assert iso.remediation == "reboot"
+
+
+def test_hand_edited_dropin(tmp_path):
+    checks, _ = doctor(tmp_path, files={GRUB_DROPIN: DROPIN.replace("nohz_full=", "nohz_full=2,")})
+    assert "differs from the plan" in checks["kernel.cpu_isolation"].detail
+
+
+def test_wrong_cpus_isolated(tmp_path):
+    checks, report = doctor(tmp_path, isolated="2-5")
+    assert checks["kernel.cpu_isolation"].status == "fail"
+    assert report.exit_code == 1
+
+
+@pytest.mark.parametrize(
+    ("gib", "pool", "status", "text"),
+    [
+        (1, (512, 512), "ok", "512 reserved"),
+        (1, (100, 100), "fail", "100 of 512 planned"),
+        (None, (64, 64), "warn", "withheld"),
+        (None, (0, 0), "ok", "none needed"),
+    ],
+)
+def test_hugepages(tmp_path, gib, pool, status, text):
+    config = Config(hugepages=HugepagesConfig(gib=gib))
+    checks, _ = doctor(tmp_path, config=config, hugepages_2m=pool)
+    assert checks["memory.hugepages"].status == status
+    assert text in checks["memory.hugepages"].detail
+
+
+def _engine(images=(), containers=()):
+    return ContainerFacts(engine_reachable=True, engine_error=None, engine_version="28.5.2",
+                          compose_version="2.39.1", runtimes=("runc",), images=images,
+                          containers=containers)  # fmt: skip
+
+
+def test_images_built_with_other_flags(tmp_path):
+    stale = ImageInfo(("llmhost/llama-cpu:latest",),
+                      {"io.llmhost.llama.cmake_flags": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON"}, 0)  # fmt: skip
+    checks, _ = doctor(tmp_path, containers=_engine(images=(stale,)))
+    assert checks["images.flags"].status == "fail"
+    assert checks["images.flags"].remediation == "llmhost build --profile cpu"
+
+
+def test_images_match_and_services(tmp_path):
+    checks, report = doctor(tmp_path, containers=_engine())
+    assert checks["images.flags"].status == "warn"  # not built yet
+    flags = " ".join(report.plan.build.llama_cpu_cmake_flags)
+    good = ImageInfo(("llmhost/llama-cpu:latest",), {"io.llmhost.llama.cmake_flags": flags}, 0)
+    box = ContainerInfo("llmhost-llama-cpu-1", "llama-cpu", "llmhost", "llmhost/llama-cpu:latest",
+                        "running", "unhealthy", {})  # fmt: skip
+    checks, _ = doctor(tmp_path, containers=_engine(images=(good,), containers=(box,)))
+    assert checks["images.flags"].status == "ok"
+    assert checks["services.health"].status == "fail"
+    assert checks["services.health"].remediation == "llmhost logs llama-cpu"
+    healthy = replace(box, health="healthy")
+    checks, _ = doctor(tmp_path, containers=_engine(images=(good,), containers=(healthy,)))
+    assert checks["services.health"].status == "ok"
