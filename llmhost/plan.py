@@ -90,12 +90,15 @@ class ServicePlan:
     profile: str
     image: str
     port: int
+    container_port: int
     bind_address: str
     cpuset: str
     threads: int
     gpu: bool
     model: str | None
     args: tuple[str, ...]
+    env: dict[str, str]
+    start_period_s: int
     targets: dict[str, float]
 
 
@@ -319,9 +322,17 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
 # ---------------------------------------------------------------- services
 
 
-def _llama_args(svc: ServiceConfig, threads: int, gpu: bool, cores: CorePlan) -> tuple[str, ...]:
+LLAMA_PORT, VLLM_PORT = 8080, 8000
+# glibc >= 2.35 serves malloc from the reserved 2 MiB pool (ggml's CPU buffers use
+# posix_memalign); with --no-mmap the weights are read into those buffers instead of page cache.
+HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2"}
+
+
+def _llama_args(
+    svc: ServiceConfig, threads: int, gpu: bool, cores: CorePlan, hugepages: bool
+) -> tuple[str, ...]:
     args = [
-        "--host", "0.0.0.0", "--port", "8080",
+        "--host", "0.0.0.0", "--port", str(LLAMA_PORT),
         "--ctx-size", str(svc.ctx_size * svc.parallel), "--parallel", str(svc.parallel),
         "--threads", str(threads), "--threads-batch", str(threads),
         "--cache-type-k", svc.cache_type, "--cache-type-v", svc.cache_type,
@@ -333,10 +344,14 @@ def _llama_args(svc: ServiceConfig, threads: int, gpu: bool, cores: CorePlan) ->
         args += ["--n-gpu-layers", str(svc.gpu_layers)]
     else:
         args += ["--cpu-mask", cpumask_hex(cores.compute_cpus), "--cpu-strict", "1"]
+        if hugepages:
+            args.append("--no-mmap")
     return tuple(args)
 
 
-def plan_services(config: Config, cores: CorePlan, profile: str) -> tuple[ServicePlan, ...]:
+def plan_services(
+    config: Config, cores: CorePlan, hugepages: HugepagePlan, profile: str
+) -> tuple[ServicePlan, ...]:
     services = []
     for name, svc_profile in SERVICE_PROFILES.items():
         if profile not in ("all", svc_profile):
@@ -345,27 +360,37 @@ def plan_services(config: Config, cores: CorePlan, profile: str) -> tuple[Servic
         on_gpu = svc_profile == "gpu"
         cpus = cores.housekeeping_cpus if on_gpu else cores.inference_cpus
         threads = min(4, len(cpus)) if on_gpu else len(cores.compute_cpus)
+        env: dict[str, str] = {}
         if name == "vllm-gpu":
+            port = VLLM_PORT
+            env["HOME"] = "/tmp"  # non-root user: caches go to a writable place
             args: tuple[str, ...] = (
-                "--host", "0.0.0.0", "--port", "8000",
+                "--host", "0.0.0.0", "--port", str(VLLM_PORT),
                 "--max-model-len", str(svc.ctx_size), "--max-num-seqs", str(max(svc.parallel, 1)),
             )  # fmt: skip
             if svc.model:
                 args = ("--model", f"/models/{svc.model}", *args)
         else:
-            args = _llama_args(svc, threads, on_gpu, cores)
+            port = LLAMA_PORT
+            use_pages = not on_gpu and hugepages.pages > 0
+            args = _llama_args(svc, threads, on_gpu, cores, use_pages)
+            if use_pages:
+                env.update(HUGETLB_ENV)
         services.append(
             ServicePlan(
                 name=name,
                 profile=svc_profile,
                 image=IMAGES[name],
                 port=svc.port,
+                container_port=port,
                 bind_address=config.bind_address,
                 cpuset=format_cpulist(cpus),
                 threads=threads,
                 gpu=on_gpu,
                 model=svc.model,
                 args=args,
+                env=env,
+                start_period_s=900 if name == "vllm-gpu" else 300,
                 targets=dict(svc.targets),
             )
         )
@@ -426,7 +451,7 @@ def make_plan(
         cores=cores,
         hugepages=hugepages,
         build=build,
-        services=plan_services(config, cores, profile),
+        services=plan_services(config, cores, hugepages, profile),
         kernel_params=kernel_params(cores, hugepages, config.hugepages.boot_time),
         notes=tuple(notes),
     )

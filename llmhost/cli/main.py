@@ -18,6 +18,12 @@ COMMANDS = {
     "plan": "plan",
     "snapshot": "snapshot",
     "facts": "facts",
+    "build": "build",
+    "deploy": "deploy",
+    "status": "status",
+    "down": "down",
+    "logs": "logs",
+    "bench": "bench",
 }
 
 

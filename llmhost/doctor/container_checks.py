@@ -3,11 +3,32 @@
 from __future__ import annotations
 
 from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
+from llmhost.plan import BuildPlan
 
 LABEL_PROFILE = "io.llmhost.profile"
 LABEL_CMAKE = "io.llmhost.llama.cmake_flags"
 LABEL_CUDA_ARCH = "io.llmhost.cuda.architectures"
 IMAGE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
+
+
+def cmake_defines(flags: str) -> dict[str, str]:
+    """"-DGGML_AVX2=ON -DX=Y" -> {"GGML_AVX2": "ON", "X": "Y"}."""
+    defines = {}
+    for token in flags.split():
+        if token.startswith("-D") and "=" in token:
+            key, _, value = token[2:].partition("=")
+            defines[key.split(":")[0]] = value
+    return defines
+
+
+def flag_mismatches(label: str, build: BuildPlan) -> list[str]:
+    """Plan switches the image lacks or has the other way: "-DGGML_AVX512=OFF (plan: ON)"."""
+    have = cmake_defines(label)
+    wrong = []
+    for key, want in cmake_defines(" ".join(build.llama_cpu_cmake_flags)).items():
+        if have.get(key) != want:
+            wrong.append(f"-D{key}={have.get(key, 'unset')} (plan: {want})")
+    return wrong
 
 
 def docker_engine(ctx: Context) -> Finding:
@@ -63,10 +84,9 @@ def images_match(ctx: Context) -> Finding:
             missing.append(svc.image)
             continue
         if svc.name == "llama-cpu":
-            want = " ".join(ctx.plan.build.llama_cpu_cmake_flags)
-            have = image.labels.get(LABEL_CMAKE)
-            if have != want:
-                problems.append(f"{svc.image} was built with {have!r}, this host wants {want!r}")
+            wrong = flag_mismatches(image.labels.get(LABEL_CMAKE, ""), ctx.plan.build)
+            if wrong:
+                problems.append(f"{svc.image} was built with {', '.join(wrong)}")
                 continue
         elif svc.name == "llama-gpu":
             have = image.labels.get(LABEL_CUDA_ARCH)

@@ -1,0 +1,241 @@
+"""Deploy the plan's services as one compose project: preflight, render, up, wait healthy.
+
+Nothing is left half-running: a service that never becomes healthy takes the project down.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmhost.config import Config
+from llmhost.errors import LlmhostError
+from llmhost.facts import HostFacts
+from llmhost.models import read_model_header
+from llmhost.plan import Plan, ServicePlan
+from llmhost.templates import render
+
+Progress = Callable[[str], None]
+STATE_ENV = "LLMHOST_STATE_DIR"
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    service: str
+    container: str
+    state: str
+    health: str | None
+    port: int | None
+
+
+def state_dir() -> Path:
+    """Where rendered compose files live: $LLMHOST_STATE_DIR, /var/lib/llmhost, or ~/.local."""
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    if os.geteuid() == 0:
+        return Path("/var/lib/llmhost")
+    return Path.home() / ".local" / "state" / "llmhost"
+
+
+def compose_path(project: str) -> Path:
+    return state_dir() / project / "compose.yaml"
+
+
+def render_compose(plan: Plan, config: Config) -> str:
+    return render(
+        "compose.yaml.j2",
+        project=config.project,
+        models_dir=str(Path(config.models_dir).resolve()),
+        services=plan.services,
+        api_key=config.api_key,
+        memlock=False,
+    )
+
+
+def compose(project: str, *args: str, capture: bool = True, timeout: float = 600) -> str:
+    """Run `docker compose -p PROJECT -f FILE ARGS`; failures become one clear error."""
+    cmd = ["docker", "compose", "-p", project, "-f", str(compose_path(project)), *args]
+    try:
+        proc = subprocess.run(cmd, capture_output=capture, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise LlmhostError("the docker CLI is not installed") from None
+    except subprocess.TimeoutExpired:
+        raise LlmhostError(f"`docker compose {args[0]}` took longer than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
+        raise LlmhostError(f"docker compose {args[0]} failed: {lines[-1] if lines else 'no output'}")
+    return proc.stdout or ""
+
+
+def _port_busy(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address, port))
+        except OSError:
+            return True
+    return False
+
+
+def preflight(plan: Plan, config: Config, facts: HostFacts, *, allow_no_hugepages: bool) -> None:
+    """Refuse, with one sentence each, whatever would make `compose up` fail or half-start."""
+    c = facts.containers
+    if not c.engine_reachable:
+        raise LlmhostError(f"Docker engine not reachable: {c.engine_error}")
+    if not c.compose_version:
+        raise LlmhostError(f"docker compose v2 is missing ({c.compose_error})")
+    ours = {x.service for x in c.containers if x.project == config.project and x.state == "running"}
+    for svc in plan.services:
+        if not any(svc.image in i.tags for i in c.images):
+            raise LlmhostError(
+                f"image {svc.image} is missing: run `llmhost build --profile {svc.profile}`"
+            )
+        _check_model(svc, config)
+        if svc.name not in ours and _port_busy(svc.bind_address, svc.port):
+            raise LlmhostError(
+                f"port {svc.bind_address}:{svc.port} for {svc.name} is taken by another program: "
+                f"free it or set services.{svc.name}.port in llmhost.yaml"
+            )
+        if svc.gpu and not c.nvidia_runtime:
+            raise LlmhostError(
+                "the nvidia runtime is not registered with Docker: "
+                "ansible-playbook site.yml --tags nvidia_container_toolkit"
+            )
+    _check_hugepages(plan, facts, ours, allow_no_hugepages)
+
+
+def _check_model(svc: ServicePlan, config: Config) -> None:
+    if not svc.model:
+        raise LlmhostError(f"no model configured for {svc.name}: set services.{svc.name}.model")
+    path = Path(config.models_dir) / svc.model
+    if svc.name == "vllm-gpu":
+        if not path.exists():
+            raise LlmhostError(f"model {path} for {svc.name} does not exist")
+        return
+    read_model_header(path)  # raises "does not exist" / "not a GGUF file"
+
+
+def _check_hugepages(plan: Plan, facts: HostFacts, running: set[str], allow: bool) -> None:
+    need = plan.hugepages.pages
+    if need == 0 or "llama-cpu" in running or allow:
+        return
+    pool = facts.memory.pool(plan.hugepages.page_kb)
+    free = pool.available if pool else 0
+    if free < need:
+        raise LlmhostError(
+            f"llama-cpu needs {need} free 2 MiB hugepages and {free} are free: run "
+            f"`sysctl -w vm.nr_hugepages={(pool.total if pool else 0) + need - free}` "
+            "(or ansible-playbook site.yml --tags hugepages), or deploy with --no-hugepages"
+        )
+
+
+def write_compose(plan: Plan, config: Config) -> Path:
+    path = compose_path(config.project)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_compose(plan, config))
+    tmp.replace(path)
+    return path
+
+
+def service_states(project: str) -> list[ServiceState]:
+    """Containers of the project as the engine sees them now."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.from_env(timeout=10)
+        boxes = client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={project}"}
+        )
+    except DockerException as exc:
+        raise LlmhostError(f"Docker engine not reachable: {str(exc).splitlines()[0]}") from None
+    states = []
+    for box in boxes:
+        state = box.attrs.get("State", {})
+        labels = box.labels
+        port = labels.get("io.llmhost.port")
+        states.append(
+            ServiceState(
+                service=labels.get("com.docker.compose.service", box.name),
+                container=box.name,
+                state=state.get("Status", "unknown"),
+                health=(state.get("Health") or {}).get("Status"),
+                port=int(port) if port and port.isdigit() else None,
+            )
+        )
+    return sorted(states, key=lambda s: s.service)
+
+
+def logs_tail(project: str, service: str, lines: int = 20) -> str:
+    try:
+        return compose(project, "logs", "--no-color", "--tail", str(lines), service)
+    except LlmhostError as exc:
+        return str(exc)
+
+
+def wait_healthy(
+    project: str, services: list[str], timeout_s: float, progress: Progress, poll_s: float = 2.0
+) -> None:
+    """Poll health until every service is healthy; on time-out show logs and raise."""
+    start = time.monotonic()
+    last_report = ""
+    while True:
+        states = {s.service: s for s in service_states(project)}
+        pending = [n for n in services if (states.get(n) and states[n].health) != "healthy"]
+        crashed = [n for n in pending if states.get(n) and states[n].state in ("exited", "dead")]
+        elapsed = time.monotonic() - start
+        report = ", ".join(
+            f"{n}: {states[n].health or states[n].state}" if n in states else f"{n}: absent"
+            for n in services
+        )
+        if report != last_report:
+            progress(f"  [{elapsed:5.0f}s] {report}")
+            last_report = report
+        if not pending:
+            return
+        if crashed or elapsed > timeout_s:
+            name = (crashed or pending)[0]
+            progress(f"--- last log lines of {name} ---\n{logs_tail(project, name).rstrip()}")
+            why = "exited" if crashed else f"was not healthy after {timeout_s:.0f} s"
+            raise LlmhostError(f"{name} {why}; the project was taken down (logs above)")
+        time.sleep(poll_s)
+
+
+def up(
+    plan: Plan,
+    config: Config,
+    facts: HostFacts,
+    *,
+    progress: Progress,
+    timeout_s: float = 600,
+    allow_no_hugepages: bool = False,
+) -> Path:
+    """Preflight, render, `compose up -d`, wait healthy; take everything down on failure."""
+    if not plan.services:
+        raise LlmhostError(f"profile {plan.profile} has no services")
+    preflight(plan, config, facts, allow_no_hugepages=allow_no_hugepages)
+    path = write_compose(plan, config)
+    progress(f"compose file: {path}")
+    compose(config.project, "config", "--quiet")
+    names = [s.name for s in plan.services]
+    try:
+        compose(config.project, "up", "-d", "--remove-orphans", *names)
+        wait_healthy(config.project, names, timeout_s, progress)
+    except BaseException:
+        down(config.project)
+        raise
+    return path
+
+
+def down(project: str) -> None:
+    """Stop and remove the project's containers; a project never deployed is not an error."""
+    if not compose_path(project).exists():
+        return
+    compose(project, "down", "--remove-orphans", "--timeout", "20")
