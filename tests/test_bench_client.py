@@ -12,6 +12,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -41,11 +42,17 @@ FIXED_LENGTH = {"ignore_eos": True}  # random weights may sample EOS; lengths mu
 
 # Client TPOT spans first -> last token chunk *received*; llama-server's predicted_per_token_ms
 # spans first -> last token *sampled* (server-common.h, server_slot_stats::t_gen_per_token_ms),
-# over the same n - 1 steps. The spans differ only by the difference of two loopback deliveries
-# (JSON encoding, one send, a Python thread waking), each well under 1 ms when idle, so allow
-# 5 ms per request for scheduler noise on a loaded 2-core CI runner plus 5 % of the span.
-SPAN_ABS_TOL_MS = 5.0
+# over the same n - 1 steps. The two spans differ only by the difference of two loopback
+# deliveries (JSON encoding, one send, a Python thread waking): the median difference is
+# 0.1-0.2 ms. On a 2-core runner oversubscribed by parallel compiles (load average 4) single
+# requests reached 7.9 ms, a scheduler slice lost at one end. So: 15 ms per request, plus 5 % of
+# the span for timer granularity; per token that is still a fraction of a millisecond.
+SPAN_ABS_TOL_MS = 15.0
 SPAN_REL_TOL = 0.05
+
+
+def span_tolerance_ms(server_span_ms: float) -> float:
+    return SPAN_ABS_TOL_MS + SPAN_REL_TOL * server_span_ms
 
 
 # --- SSE parsing (pure) -----------------------------------------------------------------------
@@ -96,7 +103,9 @@ def test_sse_decoder_is_independent_of_read_boundaries(split) -> None:
         (b"data: unterminated", []),
     ],
 )
-def test_sse_decoder_follows_the_event_stream_rules(stream: bytes, expected: list[SSEEvent]) -> None:
+def test_sse_decoder_follows_the_event_stream_rules(
+    stream: bytes, expected: list[SSEEvent]
+) -> None:
     assert decode([stream]) == expected
 
 
@@ -210,20 +219,22 @@ def tiny_model() -> Path:
     if spec is None or spec.loader is None:
         pytest.skip(f"no model: set {MODEL_ENV} (cannot load {infra_path})")
     try:
-        infra = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(infra)
+        infra = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
+        if spec.name not in sys.modules:
+            sys.modules[spec.name] = infra  # dataclasses resolve annotations through it
+            spec.loader.exec_module(infra)
         return infra.ensure_tiny_gguf()
     except (ImportError, OSError, RuntimeError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"no model: set {MODEL_ENV} or make tests/e2e/infra.ensure_tiny_gguf work ({exc})")
+        pytest.skip(
+            f"no model: set {MODEL_ENV} or make tests/e2e/infra.ensure_tiny_gguf work ({exc})"
+        )
 
 
 @contextmanager
 def llama_server(binary: Path, model: Path, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
-    cmd = [
-        str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-        "-c", "4096", "-np", "2", "-t", "2", "--api-key", API_KEY, "--metrics",
-    ]
+    server_args = ["--host", "127.0.0.1", "-c", "4096", "-np", "2", "-t", "2", "--metrics"]
+    cmd = [str(binary), "-m", str(model), *server_args, "--port", str(port), "--api-key", API_KEY]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -277,7 +288,7 @@ def assert_agrees_with_server_timings(record, max_tokens: int) -> None:
     assert record.output_tokens == timings["predicted_n"] == max_tokens
     client_span_ms = (record.latency_s - record.ttft_s) * 1000
     server_span_ms = timings["predicted_ms"]
-    tolerance_ms = SPAN_ABS_TOL_MS + SPAN_REL_TOL * server_span_ms
+    tolerance_ms = span_tolerance_ms(server_span_ms)
     assert abs(client_span_ms - server_span_ms) <= tolerance_ms
     tpot_ms = tpot_s(record) * 1000
     assert tpot_ms == pytest.approx(
@@ -292,8 +303,12 @@ def assert_agrees_with_server_timings(record, max_tokens: int) -> None:
 def test_completions_bench_agrees_with_llama_server_timings(server: str) -> None:
     max_tokens = 48
     result = run_bench(
-        server, mode="completions", requests=6, max_tokens=max_tokens,
-        api_key=API_KEY, extra_body=FIXED_LENGTH,
+        server,
+        mode="completions",
+        requests=6,
+        max_tokens=max_tokens,
+        api_key=API_KEY,
+        extra_body=FIXED_LENGTH,
     )
     assert result.config.model  # taken from /v1/models
     assert (result.summary.completed, result.summary.failed) == (6, 0)
@@ -301,8 +316,9 @@ def test_completions_bench_agrees_with_llama_server_timings(server: str) -> None
     for record in result.records:
         assert_agrees_with_server_timings(record, max_tokens)
     mean_server_tpot = sum(r.server_timings["predicted_per_token_ms"] for r in result.records) / 6
+    steps = max_tokens - 1
     assert result.summary.tpot.mean_ms == pytest.approx(
-        mean_server_tpot, abs=(SPAN_ABS_TOL_MS + SPAN_REL_TOL * mean_server_tpot * 47) / 47
+        mean_server_tpot, abs=span_tolerance_ms(mean_server_tpot * steps) / steps
     )
 
 
@@ -310,8 +326,13 @@ def test_completions_bench_agrees_with_llama_server_timings(server: str) -> None
 def test_chat_bench_with_concurrency_agrees_with_llama_server_timings(server: str) -> None:
     max_tokens = 32
     result = run_bench(
-        server, mode="chat", concurrency=2, requests=6, max_tokens=max_tokens,
-        api_key=API_KEY, extra_body=FIXED_LENGTH,
+        server,
+        mode="chat",
+        concurrency=2,
+        requests=6,
+        max_tokens=max_tokens,
+        api_key=API_KEY,
+        extra_body=FIXED_LENGTH,
     )
     assert (result.summary.completed, result.summary.failed) == (6, 0)
     for record in result.records:
@@ -335,12 +356,11 @@ def test_warmup_requests_reach_the_server_but_not_the_stats(server: str) -> None
 
 
 @pytest.mark.e2e
-def test_keep_alive_connection_is_reused(server: str) -> None:
+def test_one_client_streams_again_after_the_server_closed_its_connection(server: str) -> None:
+    # llama-server closes the connection after each stream despite its Keep-Alive header
     with StreamingClient(server, model="m", api_key=API_KEY) as client:
-        client.stream("one", max_tokens=4)
-        sock = client._conn.sock
-        client.stream("two", max_tokens=4)
-        assert client._conn.sock is sock
+        records = [client.stream(str(i), max_tokens=4, extra_body=FIXED_LENGTH) for i in range(3)]
+    assert [r.output_tokens for r in records] == [4, 4, 4]
 
 
 @pytest.mark.e2e
@@ -355,7 +375,7 @@ def test_http_error_carries_status_and_server_message(server: str) -> None:
 @pytest.mark.e2e
 def test_slow_stream_times_out(server: str) -> None:
     client = StreamingClient(server, model="m", api_key=API_KEY, timeout_s=0.3)
-    with pytest.raises(RequestTimeout, match="0.3 s"):
+    with pytest.raises(RequestTimeout, match=r"0\.3 s"):
         client.stream("hi", max_tokens=3000, extra_body=FIXED_LENGTH)
 
 
@@ -368,7 +388,7 @@ def test_server_dying_mid_stream_is_a_stream_error(tmp_path: Path) -> None:
         killer = threading.Timer(1.0, proc.kill)
         killer.start()
         try:
-            with pytest.raises(StreamError, match="connection lost|before 'data: \\[DONE\\]'"):
+            with pytest.raises(StreamError, match=r"connection lost|before 'data: \[DONE\]'"):
                 client.stream("hi", max_tokens=20000, extra_body=FIXED_LENGTH)
         finally:
             killer.cancel()

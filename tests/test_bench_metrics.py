@@ -128,8 +128,9 @@ def test_summary_of_hand_computed_timeline() -> None:
     assert s.itl.median_ms == pytest.approx(125.0)
     assert s.itl.percentile(90) == pytest.approx(185.0)  # sorted [50,100,150,200], rank 2.7
     assert s.e2el.mean_ms == pytest.approx((800 + 500 + 700) / 3)
-    assert s.e2el.std_ms == pytest.approx(math.sqrt(((800 - 2000 / 3) ** 2 + (500 - 2000 / 3) ** 2
-                                                     + (700 - 2000 / 3) ** 2) / 3))
+    assert s.e2el.std_ms == pytest.approx(
+        math.sqrt(((800 - 2000 / 3) ** 2 + (500 - 2000 / 3) ** 2 + (700 - 2000 / 3) ** 2) / 3)
+    )
 
 
 def test_summary_of_single_token_requests_has_zero_tpot_and_itl() -> None:
@@ -164,7 +165,9 @@ def result_of(records: list[RequestRecord], duration_s: float) -> BenchResult:
         prompt="hi",
         timeout_s=30.0,
     )
-    return BenchResult(config=config, records=tuple(records), summary=summarize(records, duration_s))
+    return BenchResult(
+        config=config, records=tuple(records), summary=summarize(records, duration_s)
+    )
 
 
 def test_to_dict_is_json_with_vllm_keys() -> None:
@@ -173,8 +176,18 @@ def test_to_dict_is_json_with_vllm_keys() -> None:
     assert data["schema"] == "llmhost.bench/1"
     assert data["config"]["mode"] == "completions"
     summary = data["summary"]
-    for key in ("duration", "completed", "failed", "output_throughput", "request_throughput",
-                "mean_ttft_ms", "median_tpot_ms", "p90_itl_ms", "p99_e2el_ms", "std_ttft_ms"):
+    for key in (
+        "duration",
+        "completed",
+        "failed",
+        "output_throughput",
+        "request_throughput",
+        "mean_ttft_ms",
+        "median_tpot_ms",
+        "p90_itl_ms",
+        "p99_e2el_ms",
+        "std_ttft_ms",
+    ):
         assert key in summary
     first = data["requests"][0]
     assert first["ttft_ms"] == pytest.approx(500.0)

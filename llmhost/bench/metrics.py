@@ -71,7 +71,9 @@ def percentile(values: Sequence[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
 
 
-def distribution(values_s: Sequence[float], percentiles: Sequence[int] = PERCENTILES) -> Distribution:
+def distribution(
+    values_s: Sequence[float], percentiles: Sequence[int] = PERCENTILES
+) -> Distribution:
     """Seconds in, milliseconds out; an empty input gives zeros, as vLLM reports it."""
     values = list(values_s) or [0.0]
     return Distribution(
