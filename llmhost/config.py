@@ -47,7 +47,7 @@ class HugepagesConfig:
 @dataclass(frozen=True)
 class ImagesConfig:
     base_image: str = "debian:bookworm-slim"
-    llama_ref: str = "b7900"
+    llama_ref: str = "b10864"
     cuda_version: str | None = None  # default: from the driver, capped at the newest we know
     vllm_version: str = "0.29.0"
 

@@ -31,6 +31,7 @@ class ServiceState:
     state: str
     health: str | None
     port: int | None
+    restarts: int = 0
 
 
 def state_dir() -> Path:
@@ -168,6 +169,7 @@ def service_states(project: str) -> list[ServiceState]:
                 state=state.get("Status", "unknown"),
                 health=(state.get("Health") or {}).get("Status"),
                 port=int(port) if port and port.isdigit() else None,
+                restarts=int(box.attrs.get("RestartCount") or 0),
             )
         )
     return sorted(states, key=lambda s: s.service)
@@ -180,6 +182,10 @@ def logs_tail(project: str, service: str, lines: int = 20) -> str:
         return str(exc)
 
 
+def _crashed(state: ServiceState) -> bool:
+    return state.state in ("exited", "dead", "restarting") or state.restarts > 0
+
+
 def wait_healthy(
     project: str, services: list[str], timeout_s: float, progress: Progress, poll_s: float = 2.0
 ) -> None:
@@ -189,7 +195,7 @@ def wait_healthy(
     while True:
         states = {s.service: s for s in service_states(project)}
         pending = [n for n in services if (states.get(n) and states[n].health) != "healthy"]
-        crashed = [n for n in pending if states.get(n) and states[n].state in ("exited", "dead")]
+        crashed = [n for n in pending if n in states and _crashed(states[n])]
         elapsed = time.monotonic() - start
         report = ", ".join(
             f"{n}: {states[n].health or states[n].state}" if n in states else f"{n}: absent"

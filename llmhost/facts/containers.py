@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,14 +125,17 @@ def parse_containers(data: Any) -> tuple[ContainerInfo, ...]:
 
 
 def gather_containers(source: Source) -> ContainerFacts:
-    info_out = source.command("docker-info")
-    info = _json(info_out.stdout) if info_out.ok else None
-    version_out = source.command("docker-version") if info else None
-    version = (_json(version_out.stdout) if version_out and version_out.ok else None) or {}
-    compose = source.command("docker-compose-version")
-    ctk = source.command("nvidia-ctk-version")
-    images = source.command("docker-images") if info else None
-    containers = source.command("docker-containers") if info else None
+    # The compose and nvidia-ctk binaries start slowly; run them while the engine answers.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        compose_job = pool.submit(source.command, "docker-compose-version")
+        ctk_job = pool.submit(source.command, "nvidia-ctk-version")
+        info_out = source.command("docker-info")
+        info = _json(info_out.stdout) if info_out.ok else None
+        version_out = source.command("docker-version") if info else None
+        version = (_json(version_out.stdout) if version_out and version_out.ok else None) or {}
+        images = source.command("docker-images") if info else None
+        containers = source.command("docker-containers") if info else None
+        compose, ctk = compose_job.result(), ctk_job.result()
     info = info or {}
     return ContainerFacts(
         engine_reachable=bool(info),

@@ -1,0 +1,234 @@
+"""Build the plan's images through the docker SDK, from templates rendered with the plan's flags."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from llmhost import __version__
+from llmhost.config import Config
+from llmhost.errors import LlmhostError
+from llmhost.plan import Plan, ServicePlan
+from llmhost.templates import render
+
+Progress = Callable[[str], None]
+# A release at or above every llama.cpp security floor known to llmhost (docs/security.md).
+DEFAULT_LLAMA_REF = "b10864"
+LLAMA_TARBALL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{ref}.tar.gz"
+# Source paths a server build never reads: kept out of the build context.
+CONTEXT_EXCLUDES = ("models", "docs", "media", "tests", "examples", "pocs", "benches", ".git",
+                    ".github", "build", "tools/ui/tests")  # fmt: skip
+TEMPLATES = {
+    "llama-cpu": "llama-cpu.Dockerfile.j2",
+    "llama-gpu": "llama-cuda.Dockerfile.j2",
+    "vllm-gpu": "vllm.Dockerfile.j2",
+}
+IMAGE_PROFILE = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
+
+
+@dataclass(frozen=True)
+class LlamaSource:
+    tree: Path
+    version: str  # "b10864", or what a local tree says of itself
+    commit: str | None
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    service: str
+    tag: str
+    image_id: str
+    seconds: float
+    labels: dict[str, str]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LLMHOST_CACHE", Path.home() / ".cache" / "llmhost"))
+
+
+def _git_commit(tree: Path) -> str | None:
+    """HEAD's commit from a checkout's .git (a dir, or a file pointing at one), without git."""
+    git = tree / ".git"
+    if git.is_file():
+        target = git.read_text().partition("gitdir:")[2].strip()
+        git = (tree / target).resolve()
+    head = git / "HEAD"
+    if not head.is_file():
+        return None
+    text = head.read_text().strip()
+    if text.startswith("ref:"):
+        ref = git / text[4:].strip()
+        return ref.read_text().strip() if ref.is_file() else None
+    return text or None
+
+
+def local_source(path: str | Path) -> LlamaSource:
+    tree = Path(path).resolve()
+    if not (tree / "CMakeLists.txt").is_file() or not (tree / "ggml").is_dir():
+        raise LlmhostError(f"{tree} is not a llama.cpp source tree (no CMakeLists.txt and ggml/)")
+    commit = _git_commit(tree)
+    version = "local" + (f"-{commit[:9]}" if commit else "")
+    info = tree / "LLMHOST_SOURCE"  # written by test infra for trees taken from an sdist
+    if info.is_file():
+        version = info.read_text().strip() or version
+    return LlamaSource(tree, version, commit)
+
+
+def fetch_release(ref: str, progress: Progress) -> LlamaSource:
+    """Download and unpack a llama.cpp release tarball once into the cache."""
+    dest = cache_dir() / "llama-src" / ref
+    tree = dest / "llama.cpp"
+    if (tree / "CMakeLists.txt").is_file():
+        return LlamaSource(tree, ref, None)
+    url = LLAMA_TARBALL.format(ref=ref)
+    progress(f"downloading llama.cpp {ref} from {url}")
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, tempfile.TemporaryFile() as tmp:
+            shutil.copyfileobj(resp, tmp)
+            tmp.seek(0)
+            with tarfile.open(fileobj=tmp, mode="r:gz") as tar:
+                tar.extractall(dest, filter="data")
+    except (OSError, tarfile.TarError) as exc:
+        raise LlmhostError(
+            f"cannot download llama.cpp {ref} ({exc}); on an air-gapped host pass --llama-source DIR"
+        ) from None
+    (dest / f"llama.cpp-{ref}").rename(tree)
+    return LlamaSource(tree, ref, None)
+
+
+def _excluded(rel: str) -> bool:
+    return any(rel == e or rel.startswith(e + "/") for e in CONTEXT_EXCLUDES)
+
+
+def build_context(dockerfile: str, source: LlamaSource | None) -> IO[bytes]:
+    """A gzip tar: the rendered Dockerfile plus `llama.cpp/` (no copy of the tree on disk)."""
+    buf = tempfile.TemporaryFile()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size, info.mtime = len(data), int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+        if source is not None:
+            for root, dirs, files in os.walk(source.tree):
+                rel_root = os.path.relpath(root, source.tree)
+                rel_root = "" if rel_root == "." else rel_root + "/"
+                dirs[:] = [d for d in dirs if not _excluded(rel_root + d)]
+                for name in files:
+                    tar.add(os.path.join(root, name), f"llama.cpp/{rel_root}{name}",
+                            recursive=False)  # fmt: skip
+    buf.seek(0)
+    return buf
+
+
+def labels_for(svc: ServicePlan, plan: Plan, source: LlamaSource | None) -> dict[str, str]:
+    labels = {
+        "org.opencontainers.image.title": f"llmhost {svc.name}",
+        "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "org.opencontainers.image.vendor": "llmhost",
+        "io.llmhost.profile": IMAGE_PROFILE[svc.name],
+        "io.llmhost.built_for": plan.hostname,
+        "io.llmhost.llmhost_version": __version__,
+        "io.llmhost.isa": ",".join(plan.build.cpu_isa),
+    }
+    if source is not None:
+        labels["org.opencontainers.image.source"] = "https://github.com/ggml-org/llama.cpp"
+        labels["org.opencontainers.image.version"] = source.version
+        labels["io.llmhost.llama.version"] = source.version
+        if source.commit:
+            labels["org.opencontainers.image.revision"] = source.commit
+            labels["io.llmhost.llama.commit"] = source.commit
+    if plan.build.cuda_version and svc.gpu:
+        labels["io.llmhost.cuda.version"] = plan.build.cuda_version
+    return labels
+
+
+def render_dockerfile(svc: ServicePlan, plan: Plan, config: Config, base_image: str,
+                      labels: dict[str, str], jobs: int) -> str:  # fmt: skip
+    build = plan.build
+    if svc.name == "llama-cpu":
+        return render(TEMPLATES[svc.name], base_image=base_image, labels=labels, jobs=jobs,
+                      cmake_flags=list(build.llama_cpu_cmake_flags))  # fmt: skip
+    if build.cuda_version is None:
+        raise LlmhostError(f"{svc.name} needs a GPU plan: no NVIDIA GPU was detected")
+    if svc.name == "llama-gpu":
+        return render(
+            TEMPLATES[svc.name],
+            cuda_devel_image=f"nvidia/cuda:{build.cuda_version}-devel-ubuntu24.04",
+            cuda_runtime_image=f"nvidia/cuda:{build.cuda_version}-runtime-ubuntu24.04",
+            cuda_architectures=build.cuda_architectures,
+            cmake_flags=list(build.llama_cpu_cmake_flags),
+            labels=labels,
+            jobs=jobs,
+        )
+    return render(TEMPLATES[svc.name], vllm_version=config.images.vllm_version,
+                  torch_cuda_arch_list=build.torch_cuda_arch_list, labels=labels)  # fmt: skip
+
+
+def _stream(events: Iterator[dict[str, Any]], progress: Progress) -> str:
+    """Print the build log as it streams; return the image id or raise with the last lines."""
+    tail: list[str] = []
+    image_id = ""
+    for event in events:
+        if "stream" in event:
+            for line in event["stream"].splitlines():
+                if line.strip():
+                    tail = [*tail[-15:], line]
+                    progress(line)
+        if "aux" in event and "ID" in event["aux"]:
+            image_id = event["aux"]["ID"]
+        if "error" in event:
+            detail = "\n".join(tail[-8:])
+            raise LlmhostError(f"image build failed: {event['error'].strip()}\n{detail}")
+    return image_id
+
+
+def build_images(
+    plan: Plan,
+    config: Config,
+    *,
+    source: LlamaSource | None,
+    base_image: str | None,
+    progress: Progress,
+    jobs: int | None = None,
+) -> list[BuiltImage]:
+    """Build every planned service's image; the llama ones from `source`."""
+    import docker
+    from docker.errors import DockerException
+
+    try:
+        client = docker.APIClient(timeout=3600)
+        client.ping()
+    except DockerException as exc:
+        raise LlmhostError(f"Docker engine not reachable: {str(exc).splitlines()[0]}") from None
+    built = []
+    jobs = jobs or os.cpu_count() or 2
+    for svc in plan.services:
+        needs_source = svc.name != "vllm-gpu"
+        if needs_source and source is None:
+            raise LlmhostError("no llama.cpp source given")
+        labels = labels_for(svc, plan, source if needs_source else None)
+        dockerfile = render_dockerfile(svc, plan, config, base_image or config.images.base_image,
+                                       labels, jobs)  # fmt: skip
+        progress(f"building {svc.image} ({svc.name})")
+        start = time.monotonic()
+        with build_context(dockerfile, source if needs_source else None) as ctx:
+            events = client.build(fileobj=ctx, custom_context=True, encoding="gzip",
+                                  tag=svc.image, rm=True, forcerm=True, decode=True)  # fmt: skip
+            image_id = _stream(events, progress)
+        info = client.inspect_image(svc.image)
+        seconds = time.monotonic() - start
+        progress(f"built {svc.image} in {seconds:.0f} s")
+        built.append(BuiltImage(svc.name, svc.image, image_id or info["Id"], seconds,
+                                dict(info["Config"].get("Labels") or {})))  # fmt: skip
+    client.close()
+    return built

@@ -1,0 +1,46 @@
+"""`llmhost build`: images compiled for this host's CPU and GPUs."""
+
+from __future__ import annotations
+
+import click
+
+from llmhost.cli.app import PROFILE_OPTION, App, pass_app
+
+
+@click.command("build")
+@PROFILE_OPTION
+@click.option("--llama-source", type=click.Path(file_okay=False, exists=True), default=None,
+              help="A local llama.cpp tree (air-gapped hosts).")  # fmt: skip
+@click.option("--llama-ref", default=None,
+              help="A llama.cpp release tag to download (default: the pinned release).")  # fmt: skip
+@click.option("--base-image", default=None,
+              help="Base image for the CPU image (default: images.base_image in the config).")  # fmt: skip
+@click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Parallel compile jobs.")
+@pass_app
+def command(app: App, profile: str | None, llama_source: str | None, llama_ref: str | None,
+            base_image: str | None, jobs: int | None) -> None:  # fmt: skip
+    """Render the Dockerfiles from the plan and build them, streaming the build log."""
+    from llmhost.build import DEFAULT_LLAMA_REF, build_images, fetch_release, local_source
+    from llmhost.errors import LlmhostError
+    from llmhost.plan import make_plan
+
+    if llama_source and llama_ref:
+        raise LlmhostError("give --llama-source or --llama-ref, not both", exit_code=2)
+    config = app.config()
+    facts = app.facts(containers=False)
+    plan = make_plan(facts, config, profile, headers={})
+    needs_source = any(s.name != "vllm-gpu" for s in plan.services)
+    source = None
+    if needs_source:
+        source = (
+            local_source(llama_source)
+            if llama_source
+            else fetch_release(llama_ref or config.images.llama_ref or DEFAULT_LLAMA_REF,
+                               click.echo)  # fmt: skip
+        )
+    built = build_images(plan, config, source=source, base_image=base_image,
+                         progress=click.echo, jobs=jobs)  # fmt: skip
+    for image in built:
+        flags = image.labels.get("io.llmhost.llama.cmake_flags", "")
+        click.echo(f"{image.tag}: {image.image_id[:19]} in {image.seconds:.0f} s"
+                   + (f"\n  flags: {flags}" if flags else ""))  # fmt: skip

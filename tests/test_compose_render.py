@@ -1,0 +1,88 @@
+"""The compose file for RTX 5090 and H100 plans: rendered from the plan, valid for compose."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from llmhost.config import Config
+from llmhost.deploy import render_compose
+from llmhost.facts import gather
+from llmhost.plan import make_plan
+from llmhost.sources import LiveSource, SnapshotSource
+from tests.support import CPUINFO, H100_SNAPSHOT, RTX_5090, FakeNvml, write_host_tree
+
+
+def _config(tmp_path, **kw):
+    base = Config(models_dir=str(tmp_path), **kw)
+    services = {k: replace(v, model="m.gguf" if k != "vllm-gpu" else "hf-model")
+                for k, v in base.services.items()}  # fmt: skip
+    return replace(base, services=services)
+
+
+def reference_box_plan(tmp_path, config):
+    root = write_host_tree(tmp_path / "root", (CPUINFO / "ryzen9-9950x.txt").read_text(),
+                           cores=16, threads_per_core=2, cores_per_l3=8)  # fmt: skip
+    facts = gather(LiveSource(str(root), nvml_module=FakeNvml(gpus=[RTX_5090])), containers=False)
+    return make_plan(facts, config, "all", headers={})
+
+
+def h100_plan(config):
+    return make_plan(gather(SnapshotSource(H100_SNAPSHOT)), config, "all", headers={})
+
+
+@pytest.mark.parametrize("which", ["rtx5090", "h100"])
+def test_compose_from_plan(tmp_path, which):
+    config = _config(tmp_path)
+    plan = reference_box_plan(tmp_path, config) if which == "rtx5090" else h100_plan(config)
+    doc = yaml.safe_load(render_compose(plan, config))
+    services = doc["services"]
+    assert set(services) == {"llama-cpu", "llama-gpu", "vllm-gpu"}
+    for name, svc in services.items():
+        planned = plan.service(name)
+        assert svc["cpuset"] == planned.cpuset
+        assert svc["ports"] == [f"127.0.0.1:{planned.port}:{planned.container_port}"]
+        assert svc["cap_drop"] == ["ALL"] and svc["security_opt"] == ["no-new-privileges:true"]
+        assert svc["user"] == "10001:10001" and svc["restart"] == "unless-stopped"
+        assert svc["volumes"][0]["read_only"] is True and svc["volumes"][0]["target"] == "/models"
+        assert "/health" in svc["healthcheck"]["test"][-1]
+        assert svc["command"] == list(planned.args)
+    for name in ("llama-gpu", "vllm-gpu"):
+        gpu = services[name]
+        assert gpu["runtime"] == "nvidia"
+        assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert "runtime" not in services["llama-cpu"]
+    assert services["llama-gpu"]["cpuset"] == plan.cores.housekeeping_cpulist
+    assert services["llama-cpu"]["cpuset"] == plan.cores.inference_cpulist
+    if which == "rtx5090":
+        assert services["llama-cpu"]["cpuset"] == "1-4,8-15,17-20,24-31"
+        assert "--threads" in services["llama-cpu"]["command"]
+        idx = services["llama-cpu"]["command"].index("--threads")
+        assert services["llama-cpu"]["command"][idx + 1] == "12"
+
+
+def test_public_bind_carries_the_api_key(tmp_path):
+    config = _config(tmp_path, bind_address="0.0.0.0", api_key="s3cret")
+    plan = h100_plan(config)
+    services = yaml.safe_load(render_compose(plan, config))["services"]
+    assert services["llama-gpu"]["ports"] == ["0.0.0.0:8004:8080"]
+    assert services["llama-gpu"]["environment"]["LLAMA_API_KEY"] == "s3cret"
+    assert services["vllm-gpu"]["environment"]["VLLM_API_KEY"] == "s3cret"
+
+
+@pytest.mark.skipif(shutil.which("docker") is None, reason="docker CLI absent")
+@pytest.mark.parametrize("which", ["rtx5090", "h100"])
+def test_docker_compose_config_accepts_it(tmp_path, which):
+    if subprocess.run(["docker", "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("docker compose v2 plugin absent")
+    config = _config(tmp_path)
+    plan = reference_box_plan(tmp_path, config) if which == "rtx5090" else h100_plan(config)
+    path = tmp_path / "compose.yaml"
+    path.write_text(render_compose(plan, config))
+    proc = subprocess.run(["docker", "compose", "-f", str(path), "config", "--quiet"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
