@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.facts import to_jsonable
+from llmhost.host_files import host_files
 from llmhost.plan import Plan
 
 
@@ -17,6 +18,7 @@ def host_vars(plan: Plan) -> dict[str, Any]:
         "cpu_isolation_housekeeping_cpus": plan.cores.housekeeping_cpulist,
         "cpu_isolation_kernel_params": dict(plan.kernel_params),
         "llmhost_profile": plan.profile,
+        "llmhost_host_files": host_files(plan),
         "llmhost_plan": to_jsonable(plan),
     }
 

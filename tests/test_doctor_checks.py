@@ -101,3 +101,18 @@ def test_images_match_and_services(tmp_path):
     healthy = replace(box, health="healthy")
     checks, _ = doctor(tmp_path, containers=_engine(images=(good,), containers=(healthy,)))
     assert checks["services.health"].status == "ok"
+
+
+def test_rendered_grub_dropin_is_what_doctor_reads(tmp_path):
+    """The drop-in `llmhost plan --host-files` renders parses back to the planned parameters."""
+    from llmhost.facts.kernel import parse_grub_dropin
+    from llmhost.host_files import host_files
+
+    _, report = doctor(tmp_path)
+    files = host_files(report.plan)
+    assert parse_grub_dropin(files[GRUB_DROPIN]) == report.plan.kernel_params
+    checks, _ = doctor(tmp_path / "b", files={GRUB_DROPIN: files[GRUB_DROPIN]})
+    assert checks["kernel.cpu_isolation"].detail.startswith("pending reboot")
+    assert "vm.nr_hugepages = 0" in files["/etc/sysctl.d/60-llmhost-hugepages.conf"]
+    affinity = files["/etc/systemd/system.conf.d/60-llmhost-cpuaffinity.conf"]
+    assert "CPUAffinity=0 5 6 7 16 21 22 23" in affinity

@@ -22,9 +22,16 @@ from llmhost.plan import make_plan
     default=None,
     help="Write Ansible host_vars for this host (a .yml file, or a host_vars directory).",
 )
+@click.option("--host-files", is_flag=True,
+              help="Print the drop-in files llmhost owns for this plan, as JSON {path: content}.")  # fmt: skip
 @pass_app
 def command(
-    app: App, profile: str | None, as_json: bool, snapshot: str | None, write_inventory: str | None
+    app: App,
+    profile: str | None,
+    as_json: bool,
+    snapshot: str | None,
+    write_inventory: str | None,
+    host_files: bool,
 ) -> None:
     """Derive inference cores, hugepages, build flags and services from the host's facts."""
     config = app.config()
@@ -34,7 +41,11 @@ def command(
         path = write_host_vars(plan, Path(write_inventory))
         if not as_json:
             click.echo(f"wrote {path}")
-    if as_json:
+    if host_files:
+        from llmhost.host_files import host_files as render_host_files
+
+        echo_json(render_host_files(plan))
+    elif as_json:
         echo_json(plan)
     else:
         render_plan(plan)
