@@ -17,12 +17,15 @@ from typing import IO, Any
 from llmhost import __version__
 from llmhost.config import Config
 from llmhost.errors import LlmhostError
+from llmhost.floors import build_gate
+from llmhost.image_checks import add_labels, verify_built_image
 from llmhost.plan import Plan, ServicePlan
 from llmhost.templates import render
 
 Progress = Callable[[str], None]
 # A release at or above every llama.cpp security floor known to llmhost (docs/security.md).
 DEFAULT_LLAMA_REF = "b10864"
+CUDA_DEVEL_IMAGE = "nvidia/cuda:{version}-devel-ubuntu24.04"  # also where cuobjdump comes from
 LLAMA_TARBALL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{ref}.tar.gz"
 # Source paths a server build never reads: kept out of the build context.
 CONTEXT_EXCLUDES = ("models", "docs", "media", "tests", "examples", "pocs", "benches", ".git",
@@ -163,7 +166,7 @@ def render_dockerfile(svc: ServicePlan, plan: Plan, config: Config, base_image: 
     if svc.name == "llama-gpu":
         return render(
             TEMPLATES[svc.name],
-            cuda_devel_image=f"nvidia/cuda:{build.cuda_version}-devel-ubuntu24.04",
+            cuda_devel_image=CUDA_DEVEL_IMAGE.format(version=build.cuda_version),
             cuda_runtime_image=f"nvidia/cuda:{build.cuda_version}-runtime-ubuntu24.04",
             cuda_architectures=build.cuda_architectures,
             cmake_flags=list(build.llama_cpu_cmake_flags),
@@ -172,6 +175,21 @@ def render_dockerfile(svc: ServicePlan, plan: Plan, config: Config, base_image: 
         )
     return render(TEMPLATES[svc.name], vllm_version=config.images.vllm_version,
                   torch_cuda_arch_list=build.torch_cuda_arch_list, labels=labels)  # fmt: skip
+
+
+def _floor_gates(plan: Plan, config: Config, source: LlamaSource | None, allow_below_floor: bool,
+                 progress: Progress) -> dict[str, dict[str, str]]:  # fmt: skip
+    """Security-floor labels per service; raises before any build when a version is below."""
+    flags = " ".join(plan.build.llama_cpu_cmake_flags)
+    gates: dict[str, dict[str, str]] = {}
+    for svc in plan.services:
+        version = config.images.vllm_version if svc.name == "vllm-gpu" else (
+            source.version if source else "")  # fmt: skip
+        gates[svc.name], note = build_gate(svc.name, version, allow_below_floor=allow_below_floor,
+                                           cmake_flags=flags)  # fmt: skip
+        if note:
+            progress(note)
+    return gates
 
 
 def _stream(events: Iterator[dict[str, Any]], progress: Progress) -> str:
@@ -200,8 +218,10 @@ def build_images(
     base_image: str | None,
     progress: Progress,
     jobs: int | None = None,
+    allow_below_floor: bool = False,
 ) -> list[BuiltImage]:
-    """Build every planned service's image; the llama ones from `source`."""
+    """Build every planned service's image; the llama ones from `source`. Versions below their
+    security floor are refused first; each image is checked against this host once built."""
     import docker
     from docker.errors import DockerException
 
@@ -212,11 +232,12 @@ def build_images(
         raise LlmhostError(f"Docker engine not reachable: {str(exc).splitlines()[0]}") from None
     built = []
     jobs = jobs or os.cpu_count() or 2
+    gates = _floor_gates(plan, config, source, allow_below_floor, progress)
     for svc in plan.services:
         needs_source = svc.name != "vllm-gpu"
         if needs_source and source is None:
             raise LlmhostError("no llama.cpp source given")
-        labels = labels_for(svc, plan, source if needs_source else None)
+        labels = {**labels_for(svc, plan, source if needs_source else None), **gates[svc.name]}
         dockerfile = render_dockerfile(svc, plan, config, base_image or config.images.base_image,
                                        labels, jobs)  # fmt: skip
         progress(f"building {svc.image} ({svc.name})")
@@ -226,6 +247,13 @@ def build_images(
                                   tag=svc.image, rm=True, forcerm=True, decode=True)  # fmt: skip
             image_id = _stream(events, progress)
         info = client.inspect_image(svc.image)
+        cuda = plan.build.cuda_version
+        devel = CUDA_DEVEL_IMAGE.format(version=cuda) if cuda else None
+        found = verify_built_image(client, svc.name, svc.image, info["Config"].get("Labels") or {},
+                                   plan, devel, progress)  # fmt: skip
+        if found:
+            image_id = add_labels(client, svc.image, found)
+            info = client.inspect_image(svc.image)
         seconds = time.monotonic() - start
         progress(f"built {svc.image} in {seconds:.0f} s")
         built.append(BuiltImage(svc.name, svc.image, image_id or info["Id"], seconds,

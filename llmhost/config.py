@@ -49,7 +49,7 @@ class ImagesConfig:
     base_image: str = "debian:bookworm-slim"
     llama_ref: str = "b10864"
     cuda_version: str | None = None  # default: from the driver, capped at the newest we know
-    vllm_version: str = "0.29.0"
+    vllm_version: str = "v0.33.0"
 
 
 @dataclass(frozen=True)
@@ -70,11 +70,9 @@ class Config:
     project: str = "llmhost"
     services: dict[str, ServiceConfig] = field(
         default_factory=lambda: {
-            "llama-cpu": ServiceConfig(port=8001, targets={"ttft_p90_ms": 5000, "output_tok_s": 1}),
-            "llama-gpu": ServiceConfig(
-                port=8004, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}
-            ),
-            "vllm-gpu": ServiceConfig(port=8005, targets={"ttft_p90_ms": 1000, "output_tok_s": 20}),
+            "llama-cpu": ServiceConfig(port=8001, targets=dict(CPU_TARGETS)),
+            "llama-gpu": ServiceConfig(port=8004, targets=dict(GPU_TARGETS)),
+            "vllm-gpu": ServiceConfig(port=8005, targets=dict(GPU_TARGETS)),
         }
     )
     hugepages: HugepagesConfig = field(default_factory=HugepagesConfig)

@@ -16,6 +16,7 @@ from pathlib import Path
 from llmhost.config import Config
 from llmhost.errors import LlmhostError
 from llmhost.facts import HostFacts
+from llmhost.image_checks import refuse_mismatched_cpu_image
 from llmhost.models import read_model_header
 from llmhost.plan import Plan, ServicePlan
 from llmhost.templates import render
@@ -91,6 +92,7 @@ def preflight(plan: Plan, config: Config, facts: HostFacts, *, allow_no_hugepage
         raise LlmhostError(f"Docker engine not reachable: {c.engine_error}")
     if not c.compose_version:
         raise LlmhostError(f"docker compose v2 is missing ({c.compose_error})")
+    refuse_mismatched_cpu_image(plan, facts)
     ours = {x.service for x in c.containers if x.project == config.project and x.state == "running"}
     for svc in plan.services:
         if not any(svc.image in i.tags for i in c.images):

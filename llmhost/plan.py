@@ -324,7 +324,7 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
 
 LLAMA_PORT, VLLM_PORT = 8080, 8000
 # glibc >= 2.35 serves malloc from the reserved 2 MiB pool (ggml's CPU buffers use
-# posix_memalign); with --no-mmap the weights are read into those buffers instead of page cache.
+# posix_memalign); with `--load-mode none` the weights are read into those buffers instead of page cache.
 HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2"}
 
 
@@ -345,7 +345,8 @@ def _llama_args(
     else:
         args += ["--cpu-mask", cpumask_hex(cores.compute_cpus), "--cpu-strict", "1"]
         if hugepages:
-            args.append("--no-mmap")
+            # llama.cpp >= b10114 (PR 20834): --load-mode replaced --no-mmap.
+            args += ["--load-mode", "none"]
     return tuple(args)
 
 

@@ -7,10 +7,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-TEMPLATE_DIRS = (
-    Path(__file__).resolve().parent.parent / "templates",  # source checkout
-    Path(__file__).resolve().parent / "templates",  # installed wheel (package data)
-)
+# llmhost/_templates is a symlink to the top-level templates/ in a checkout; a wheel carries the
+# files themselves there (package data), so one path serves both.
+TEMPLATE_DIRS = (Path(__file__).parent / "_templates",)
 
 
 @cache

@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmhost.doctor import container_checks as cc
 from llmhost.doctor import gpu_checks as gc
 from llmhost.doctor import host_checks as hc
+from llmhost.doctor import version_checks as vc
 from llmhost.doctor.result import CheckFn
 
 CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
@@ -23,4 +24,10 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
     ("docker.nvidia_runtime", "NVIDIA container runtime", cc.nvidia_runtime),
     ("images.flags", "Images built for this host", cc.images_match),
     ("services.health", "Services", cc.services_healthy),
+    ("security.nvidia_toolkit", "NVIDIA Container Toolkit security floor", vc.nvidia_toolkit),
+    ("security.runc", "runc security floor", vc.container_runtime),
+    ("security.containerd", "containerd security floor", vc.containerd),
+    ("security.images", "Image versions vs security floors", vc.image_floors),
+    ("images.cpu_isa", "CPU image instruction sets on this CPU", vc.cpu_image_isa),
+    ("images.gpu_code", "GPU images: machine code, CUDA, driver", vc.gpu_images),
 )

@@ -63,7 +63,11 @@ def _component(version: dict[str, Any], name: str) -> str | None:
     for comp in version.get("Components") or []:
         if str(comp.get("Name", "")).lower() == name:
             details = comp.get("Details") or {}
-            return str(details.get("Version") or comp.get("Version") or "") or None
+            plain = str(comp.get("Version") or details.get("Version") or "")
+            # Distribution builds put the full package version (with the Debian revision that
+            # says which security fixes were backported) in GitCommit: "1.1.5+ds1-1+deb12u1".
+            full = str(details.get("GitCommit") or "")
+            return (full if plain and full.startswith(plain) else plain) or None
     return None
 
 

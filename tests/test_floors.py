@@ -1,0 +1,195 @@
+"""Security floors: the data file, dpkg-style version ordering, verdicts on each side of every
+floor (upstream and distribution versions), and the build gate."""
+
+import json
+
+import pytest
+
+from llmhost.errors import LlmhostError
+from llmhost.floors import (
+    LABEL_FLOOR_OVERRIDE,
+    LABEL_FLOOR_STATUS,
+    State,
+    build_gate,
+    check,
+    compare_versions,
+    fixed_upstream,
+    llama_build_number,
+    load_floors,
+    main,
+    parse_version,
+    required_floor,
+    role_defaults,
+)
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        ("1.17.8", "1.17.10", -1),
+        ("1.2.10", "1.2.8", 1),
+        ("1.4.0-rc.3", "1.4.0", -1),
+        ("1.4.0-rc.2", "1.4.0-rc.3", -1),
+        ("1.4.0-rc.3", "1.3.3", 1),
+        ("v0.33.0", "0.33.0", 0),
+        ("0.10.1.1", "0.10.1", 1),
+        ("1.1.5+ds1-1+deb12u1", "1.1.5+ds1-1+deb12u2", -1),
+        ("1.6.20~ds1-1+deb12u3", "1.6.20~ds1-1+deb12u2", 1),
+        ("1.6.20~ds1", "1.6.20", -1),  # dpkg: ~ sorts before the end
+        ("20.10.24+dfsg1", "20.10.24", 1),
+        ("20.10.24+dfsg1-1+deb12u1+b6", "20.10.24+dfsg1-1+deb12u1", 1),
+        ("1:1.0", "2.0", 1),
+        ("1.3.3-0ubuntu1~24.04.2", "1.3.3-0ubuntu1", -1),
+    ],
+)
+def test_compare_versions(a, b, expected):
+    assert compare_versions(a, b) == expected
+    assert compare_versions(b, a) == -expected
+
+
+@pytest.mark.parametrize(
+    ("text", "package", "revision", "upstream", "distro"),
+    [
+        ("1.1.5+ds1-1+deb12u1", "1.1.5+ds1", "1+deb12u1", "1.1.5", True),
+        ("1.1.5+ds1", "1.1.5+ds1", None, "1.1.5", True),  # what the engine reports
+        ("20.10.24+dfsg1", "20.10.24+dfsg1", None, "20.10.24", True),
+        ("1.6.20~ds1-1+deb12u3", "1.6.20~ds1", "1+deb12u3", "1.6.20", True),
+        ("1.3.3-0ubuntu1~24.04.2", "1.3.3", "0ubuntu1~24.04.2", "1.3.3", True),
+        ("1.4.0-rc.3", "1.4.0-rc.3", None, "1.4.0-rc.3", False),  # -rc.3 is no revision
+        ("v1.7.29", "1.7.29", None, "1.7.29", False),
+    ],
+)
+def test_parse_version(text, package, revision, upstream, distro):
+    v = parse_version(text)
+    assert (v.package, v.revision, v.upstream, v.is_distribution) == (package, revision, upstream,
+                                                                       distro)  # fmt: skip
+
+
+def test_llama_build_numbers():
+    assert llama_build_number("b10864") == 10864
+    assert llama_build_number("local-0c1e57098") is None
+    assert llama_build_number("llama-cpp-python-0.3.36-vendor-0c1e57098") is None
+    assert fixed_upstream("b8146", ("b8146",), "build") is True
+    assert fixed_upstream("b8145", ("b8146",), "build") is False
+    assert fixed_upstream("local-abc", ("b8146",), "build") is None
+
+
+def test_floor_is_what_the_advisories_demand():
+    floors = load_floors()
+    for comp in floors.components.values():
+        assert comp.floor == required_floor(comp.applicable(), comp.scheme), comp.name
+        for advisory in comp.advisories:
+            assert advisory.ids and advisory.fixed and advisory.summary
+            assert advisory.source.startswith("https://"), advisory.ids
+    assert floors["llama-cpp"].floor_for(frozenset({"rpc-server"})) == ("b11865",)
+    assert floors["llama-cpp"].pin == "b10864"
+    assert floors["vllm"].pin == "0.33.0"
+
+
+# Every floor from both sides: (component, version, expected state, text in the description).
+CASES = [
+    ("nvidia-container-toolkit", "1.16.1", State.VULNERABLE, "CVE-2024-0132"),
+    ("nvidia-container-toolkit", "1.17.3", State.VULNERABLE, "CVE-2025-23359"),
+    ("nvidia-container-toolkit", "1.17.7", State.VULNERABLE, "CVE-2025-23266"),
+    ("nvidia-container-toolkit", "1.17.8", State.VULNERABLE, "CVE-2026-24260"),
+    ("nvidia-container-toolkit", "1.18.2", State.VULNERABLE, "CVE-2026-24260"),
+    ("nvidia-container-toolkit", "1.19.0", State.VULNERABLE, "CVE-2026-24260"),
+    ("nvidia-container-toolkit", "1.19.1", State.OK, ">= floor 1.19.1"),
+    ("nvidia-container-toolkit", "1.20.0", State.OK, ""),
+    ("nvidia-container-toolkit", "1.19.1-1", State.OK, ""),  # the .deb's version
+    ("runc", "1.2.7", State.VULNERABLE, "CVE-2025-31133"),
+    ("runc", "1.2.8", State.OK, ""),
+    ("runc", "1.3.2", State.VULNERABLE, "CVE-2025-52881"),
+    ("runc", "1.3.3", State.OK, ""),
+    ("runc", "1.4.0-rc.2", State.VULNERABLE, ""),
+    ("runc", "1.4.0-rc.3", State.OK, ""),
+    ("runc", "1.4.0", State.OK, ""),
+    ("runc", "1.1.15", State.VULNERABLE, "fixed in 1.2.8 / 1.3.3 / 1.4.0-rc.3"),
+    ("runc", "1.1.5+ds1", State.VULNERABLE, "carries no fix up to 1.1.5+ds1-1+deb12u1"),
+    ("runc", "1.1.5+ds1-1+deb12u1", State.VULNERABLE, "Debian 12 (bookworm)"),
+    ("runc", "1.1.5+ds1-1+deb12u2", State.UNKNOWN, "newer than 1.1.5+ds1-1+deb12u1"),
+    ("runc", "1.1.12-0ubuntu3", State.UNKNOWN, "no record of a backport"),
+    ("runc", "1.3.3-0ubuntu1~24.04.2", State.OK, ""),
+    ("containerd", "1.7.28", State.VULNERABLE, "CVE-2024-25621"),
+    ("containerd", "1.7.29", State.OK, ""),
+    ("containerd", "2.0.6", State.VULNERABLE, "CVE-2025-64329"),
+    ("containerd", "2.0.7", State.OK, ""),
+    ("containerd", "2.1.4", State.VULNERABLE, ""),
+    ("containerd", "2.1.5", State.OK, ""),
+    ("containerd", "2.2.0", State.OK, ""),
+    ("containerd", "1.6.39", State.VULNERABLE, ""),
+    ("containerd", "1.6.20~ds1-1+deb12u1", State.VULNERABLE, "fixed it in 1.6.20~ds1-1+deb12u2"),
+    ("containerd", "1.6.20~ds1-1+deb12u2", State.VULNERABLE, "CVE-2025-64329"),
+    ("containerd", "1.6.20~ds1-1+deb12u3", State.PATCHED, "patched by the distribution"),
+    ("containerd", "1.6.20~ds1", State.UNKNOWN, "does not report the package revision"),
+    ("docker-engine", "28.5.1", State.VULNERABLE, "CVE-2025-52565"),
+    ("docker-engine", "28.5.2", State.OK, ""),
+    ("docker-engine", "29.0.0", State.OK, ""),
+    ("docker-engine", "20.10.24+dfsg1", State.UNKNOWN, "no record of a backport"),
+    ("llama-cpp", "b5661", State.VULNERABLE, "CVE-2025-49847"),
+    ("llama-cpp", "b7823", State.VULNERABLE, "CVE-2026-33298"),
+    ("llama-cpp", "b8145", State.VULNERABLE, "CVE-2026-27940"),
+    ("llama-cpp", "b8940", State.VULNERABLE, "CVE-2026-21869"),
+    ("llama-cpp", "b9060", State.VULNERABLE, "CVE-2026-43631"),
+    ("llama-cpp", "b9061", State.OK, ""),
+    ("llama-cpp", "b10864", State.OK, ""),
+    ("llama-cpp", "local-0c1e57098", State.UNKNOWN, "no build number"),
+    ("vllm", "0.21.0", State.VULNERABLE, "CVE-2026-48746"),
+    ("vllm", "0.22.0", State.VULNERABLE, "CVE-2026-115911"),
+    ("vllm", "0.29.0", State.VULNERABLE, "CVE-2026-105757"),
+    ("vllm", "0.31.0", State.VULNERABLE, "CVE-2026-115911"),
+    ("vllm", "0.32.0", State.OK, ""),
+    ("vllm", "v0.33.0", State.OK, ""),
+]
+
+
+@pytest.mark.parametrize(("component", "version", "state", "text"), CASES)
+def test_each_side_of_every_floor(component, version, state, text):
+    verdict = check(component, version)
+    assert verdict.state is state, verdict.describe()
+    assert text in verdict.describe()
+
+
+def test_rpc_advisories_apply_only_when_rpc_server_is_built():
+    assert check("llama-cpp", "b10864").state is State.OK
+    rpc = check("llama-cpp", "b10864", frozenset({"rpc-server"}))
+    assert rpc.state is State.VULNERABLE and "CVE-2026-118375" in rpc.describe()
+    assert check("llama-cpp", "b11865", frozenset({"rpc-server"})).state is State.OK
+
+
+def test_build_gate_refuses_below_floor():
+    with pytest.raises(LlmhostError, match="below its security floor b9061") as exc:
+        build_gate("llama-cpu", "b8000", allow_below_floor=False)
+    assert "--allow-below-floor" in str(exc.value)
+    with pytest.raises(LlmhostError, match=r"vLLM 0\.29\.0 is below its security floor 0\.32\.0"):
+        build_gate("vllm-gpu", "0.29.0", allow_below_floor=False)
+
+
+def test_build_gate_override_is_recorded():
+    labels, warning = build_gate("llama-gpu", "b8000", allow_below_floor=True)
+    assert labels[LABEL_FLOOR_STATUS] == "override"
+    assert "b8000 < floor b9061" in labels[LABEL_FLOOR_OVERRIDE]
+    assert warning and warning.startswith("WARNING")
+
+
+def test_build_gate_local_tree_is_unverified_not_refused():
+    labels, note = build_gate("llama-cpu", "llama-cpp-python-0.3.36-vendor-0c1e57098",
+                              allow_below_floor=False)  # fmt: skip
+    assert labels == {LABEL_FLOOR_STATUS: "unverified"}
+    assert note and "cannot prove" in note
+    assert build_gate("llama-cpu", "b10864", allow_below_floor=False) == (
+        {LABEL_FLOOR_STATUS: "ok"}, None)  # fmt: skip
+
+
+def test_build_gate_counts_rpc_when_built():
+    with pytest.raises(LlmhostError, match="b11865"):
+        build_gate("llama-cpu", "b10864", allow_below_floor=False, cmake_flags="-DGGML_RPC=ON")
+
+
+def test_role_defaults(capsys):
+    defaults = role_defaults()
+    assert defaults["nvidia_container_toolkit_min_version"] == "1.19.1"
+    assert defaults["runc_min_versions"] == ["1.2.8", "1.3.3", "1.4.0-rc.3"]
+    assert defaults["llama_cpp_pin"] == "b10864"
+    assert main(["--ansible"]) == 0
+    assert json.loads(capsys.readouterr().out) == defaults
