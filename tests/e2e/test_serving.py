@@ -110,7 +110,7 @@ def hugepages_for_plan(built: dict[str, str]) -> Iterator[int]:
     before = read_nr_hugepages()
     set_nr_hugepages(before + need)
     yield need
-    llmhost("down", env=built)
+    llmhost("down", env=built, check=True)
     set_nr_hugepages(before)
 
 
@@ -196,7 +196,9 @@ def test_missing_model_is_refused(built: dict[str, str], workdir: Path) -> None:
 
 
 def test_port_taken_is_refused(built: dict[str, str], hugepages_for_plan: int) -> None:
+    assert containers() == []
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", PORT))
         sock.listen()
         proc = llmhost("deploy", "--profile", "cpu", env=built)

@@ -1,0 +1,35 @@
+"""Print, one per line, the cmake arguments the llama.cpp CUDA image build runs for a plan.
+
+Renders templates/llama-cuda.Dockerfile.j2 exactly as `llmhost build` does and reads the
+exec-form `cmake -S . -B build ...` array back, so a host without Docker builds with the same flags.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+from llmhost.build import render_dockerfile
+from llmhost.config import Config
+from llmhost.facts.cpu import CpuFacts  # noqa: F401  (documents what the plan JSON holds)
+from llmhost.plan import BuildPlan, Plan, ServicePlan
+
+
+def main(plan_json: str) -> None:
+    data = json.load(open(plan_json))
+    build = BuildPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["build"].items()})
+    svc = next(s for s in data["services"] if s["name"] == "llama-gpu")
+    service = ServicePlan(**{k: tuple(v) if k == "args" else v for k, v in svc.items()})
+    plan = Plan(profile="gpu", hostname=data["hostname"], cores=None, hugepages=None,  # type: ignore[arg-type]
+                build=build, services=(service,), kernel_params={}, notes=())
+    dockerfile = render_dockerfile(service, plan, Config(), "unused", {}, 1)
+    match = re.search(r'RUN \["cmake", "-S", "\.", "-B", "build", \\\n(.*?)\]\n', dockerfile, re.S)
+    if not match:
+        raise SystemExit("could not find the cmake configure step in the rendered Dockerfile")
+    args = json.loads("[" + match.group(1).replace("\\\n", "") + "]")
+    print("\n".join(args))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
