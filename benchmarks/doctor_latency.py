@@ -51,9 +51,11 @@ def main() -> int:
     }
     ns.out.mkdir(parents=True, exist_ok=True)
     (ns.out / "doctor_latency.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"doctor --json: median {result['median_s']:.3f} s over {ns.runs} runs "
-          f"(min {result['min_s']:.3f}, max {result['max_s']:.3f}); target {TARGET_S} s: "
-          f"{'PASS' if result['pass'] else 'FAIL'}")  # fmt: skip
+    print(
+        f"doctor --json: median {result['median_s']:.3f} s over {ns.runs} runs "
+        f"(min {result['min_s']:.3f}, max {result['max_s']:.3f}); target {TARGET_S} s: "
+        f"{'PASS' if result['pass'] else 'FAIL'}"
+    )
     return 0 if result["pass"] else 1
 
 

@@ -29,8 +29,10 @@ def gpu_matrix(root: Path) -> dict:
             test = f"pp{r['n_prompt']}" if r["n_prompt"] else f"tg{r['n_gen']}"
             key = f"fa={'on' if r['flash_attn'] else 'off'},graphs={graphs}"
             rows.setdefault(key, {})[test] = {
-                "tok_s": r["avg_ts"], "stddev": r["stddev_ts"], "samples": r["samples_ts"],
-            }  # fmt: skip
+                "tok_s": r["avg_ts"],
+                "stddev": r["stddev_ts"],
+                "samples": r["samples_ts"],
+            }
             rows[key]["model_size"] = r["model_size"]
     return rows
 
@@ -43,10 +45,12 @@ def cpu_matrix(root: Path) -> dict:
             test = "pp512" if r["n_prompt"] else "tg128"
             runs[name][test].extend(r["samples_ts"])
     return {
-        name: {t: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
-               for t, v in tests.items()}
+        name: {
+            t: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
+            for t, v in tests.items()
+        }
         for name, tests in runs.items()
-    }  # fmt: skip
+    }
 
 
 def main(root: Path) -> None:
@@ -54,8 +58,9 @@ def main(root: Path) -> None:
     best = gpu["fa=on,graphs=on"]
     per_token = bytes_per_token(best["model_size"])
     roofline = HBM_BYTES_PER_S / per_token
-    served = {c: json.loads((root / f"bench-c{c}.json").read_text())["runs"][0]["summary"]
-              for c in (1, 4)}  # fmt: skip
+    served = {
+        c: json.loads((root / f"bench-c{c}.json").read_text())["runs"][0]["summary"] for c in (1, 4)
+    }
     cpu = cpu_matrix(root)
     base = cpu["threads8"]
     summary = {
@@ -63,10 +68,14 @@ def main(root: Path) -> None:
             "llama_bench": gpu,
             "roofline_tok_s": roofline,
             "bytes_per_token": per_token,
-            "decode_fraction_of_roofline": {k: v["tg128"]["tok_s"] / roofline for k, v in gpu.items()},
+            "decode_fraction_of_roofline": {
+                k: v["tg128"]["tok_s"] / roofline for k, v in gpu.items()
+            },
             "served": {
-                f"concurrency_{c}": {k: s[k] for k in ("output_throughput", "median_ttft_ms",
-                                                        "median_tpot_ms", "p99_itl_ms")}
+                f"concurrency_{c}": {
+                    k: s[k]
+                    for k in ("output_throughput", "median_ttft_ms", "median_tpot_ms", "p99_itl_ms")
+                }
                 for c, s in served.items()
             },
         },
@@ -77,12 +86,15 @@ def main(root: Path) -> None:
                 for name in cpu
             },
         },
-    }  # fmt: skip
+    }
     (root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     plot(root, gpu, roofline, cpu)
     print(json.dumps({k: v for k, v in summary["gpu"].items() if k != "llama_bench"}, indent=2))
-    print(json.dumps(summary["cpu_emerald_rapids_16c_1b_q4_0"]["ratios_vs_threads8_unpinned"],
-                     indent=2))  # fmt: skip
+    print(
+        json.dumps(
+            summary["cpu_emerald_rapids_16c_1b_q4_0"]["ratios_vs_threads8_unpinned"], indent=2
+        )
+    )
 
 
 def plot(root: Path, gpu: dict, roofline: float, cpu: dict) -> None:
@@ -110,8 +122,14 @@ def plot(root: Path, gpu: dict, roofline: float, cpu: dict) -> None:
     x = range(len(order))
     for offset, test, color in ((-0.2, "pp512", "#47a"), (0.2, "tg128", "#a74")):
         med = [cpu[o][test]["median"] / cpu["threads8"][test]["median"] for o in order]
-        lo = [m - cpu[o][test]["min"] / cpu["threads8"][test]["median"] for m, o in zip(med, order)]
-        hi = [cpu[o][test]["max"] / cpu["threads8"][test]["median"] - m for m, o in zip(med, order)]
+        lo = [
+            m - cpu[o][test]["min"] / cpu["threads8"][test]["median"]
+            for m, o in zip(med, order, strict=True)
+        ]
+        hi = [
+            cpu[o][test]["max"] / cpu["threads8"][test]["median"] - m
+            for m, o in zip(med, order, strict=True)
+        ]
         ax2.bar([i + offset for i in x], med, width=0.4, yerr=[lo, hi], color=color, label=test)
     ax2.axhline(1.0, color="black", linewidth=0.8)
     ax2.set_xticks(list(x), order, rotation=20, fontsize=8)

@@ -28,8 +28,19 @@ DEFAULT_LLAMA_REF = "b10864"
 CUDA_DEVEL_IMAGE = "nvidia/cuda:{version}-devel-ubuntu24.04"  # also where cuobjdump comes from
 LLAMA_TARBALL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{ref}.tar.gz"
 # Source paths a server build never reads: kept out of the build context.
-CONTEXT_EXCLUDES = ("models", "docs", "media", "tests", "examples", "pocs", "benches", ".git",
-                    ".github", "build", "tools/ui/tests")  # fmt: skip
+CONTEXT_EXCLUDES = (
+    "models",
+    "docs",
+    "media",
+    "tests",
+    "examples",
+    "pocs",
+    "benches",
+    ".git",
+    ".github",
+    "build",
+    "tools/ui/tests",
+)
 TEMPLATES = {
     "llama-cpu": "llama-cpu.Dockerfile.j2",
     "llama-gpu": "llama-cuda.Dockerfile.j2",
@@ -103,7 +114,8 @@ def fetch_release(ref: str, progress: Progress) -> LlamaSource:
                 tar.extractall(dest, filter="data")
     except (OSError, tarfile.TarError) as exc:
         raise LlmhostError(
-            f"cannot download llama.cpp {ref} ({exc}); on an air-gapped host pass --llama-source DIR"
+            f"cannot download llama.cpp {ref} ({exc}); on an air-gapped host pass "
+            "--llama-source DIR"
         ) from None
     (dest / f"llama.cpp-{ref}").rename(tree)
     return LlamaSource(tree, ref, None)
@@ -115,7 +127,7 @@ def _excluded(rel: str) -> bool:
 
 def build_context(dockerfile: str, source: LlamaSource | None) -> IO[bytes]:
     """A gzip tar: the rendered Dockerfile plus `llama.cpp/` (no copy of the tree on disk)."""
-    buf = tempfile.TemporaryFile()
+    buf = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed by the caller
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
         data = dockerfile.encode()
         info = tarfile.TarInfo("Dockerfile")
@@ -127,8 +139,9 @@ def build_context(dockerfile: str, source: LlamaSource | None) -> IO[bytes]:
                 rel_root = "" if rel_root == "." else rel_root + "/"
                 dirs[:] = [d for d in dirs if not _excluded(rel_root + d)]
                 for name in files:
-                    tar.add(os.path.join(root, name), f"llama.cpp/{rel_root}{name}",
-                            recursive=False)  # fmt: skip
+                    tar.add(
+                        os.path.join(root, name), f"llama.cpp/{rel_root}{name}", recursive=False
+                    )
     buf.seek(0)
     return buf
 
@@ -155,12 +168,18 @@ def labels_for(svc: ServicePlan, plan: Plan, source: LlamaSource | None) -> dict
     return labels
 
 
-def render_dockerfile(svc: ServicePlan, plan: Plan, config: Config, base_image: str,
-                      labels: dict[str, str], jobs: int) -> str:  # fmt: skip
+def render_dockerfile(
+    svc: ServicePlan, plan: Plan, config: Config, base_image: str, labels: dict[str, str], jobs: int
+) -> str:
     build = plan.build
     if svc.name == "llama-cpu":
-        return render(TEMPLATES[svc.name], base_image=base_image, labels=labels, jobs=jobs,
-                      cmake_flags=list(build.llama_cpu_cmake_flags))  # fmt: skip
+        return render(
+            TEMPLATES[svc.name],
+            base_image=base_image,
+            labels=labels,
+            jobs=jobs,
+            cmake_flags=list(build.llama_cpu_cmake_flags),
+        )
     if build.cuda_version is None:
         raise LlmhostError(f"{svc.name} needs a GPU plan: no NVIDIA GPU was detected")
     if svc.name == "llama-gpu":
@@ -173,20 +192,33 @@ def render_dockerfile(svc: ServicePlan, plan: Plan, config: Config, base_image: 
             labels=labels,
             jobs=jobs,
         )
-    return render(TEMPLATES[svc.name], vllm_version=config.images.vllm_version,
-                  torch_cuda_arch_list=build.torch_cuda_arch_list, labels=labels)  # fmt: skip
+    return render(
+        TEMPLATES[svc.name],
+        vllm_version=config.images.vllm_version,
+        torch_cuda_arch_list=build.torch_cuda_arch_list,
+        labels=labels,
+    )
 
 
-def _floor_gates(plan: Plan, config: Config, source: LlamaSource | None, allow_below_floor: bool,
-                 progress: Progress) -> dict[str, dict[str, str]]:  # fmt: skip
+def _floor_gates(
+    plan: Plan,
+    config: Config,
+    source: LlamaSource | None,
+    allow_below_floor: bool,
+    progress: Progress,
+) -> dict[str, dict[str, str]]:
     """Security-floor labels per service; raises before any build when a version is below."""
     flags = " ".join(plan.build.llama_cpu_cmake_flags)
     gates: dict[str, dict[str, str]] = {}
     for svc in plan.services:
-        version = config.images.vllm_version if svc.name == "vllm-gpu" else (
-            source.version if source else "")  # fmt: skip
-        gates[svc.name], note = build_gate(svc.name, version, allow_below_floor=allow_below_floor,
-                                           cmake_flags=flags)  # fmt: skip
+        version = (
+            config.images.vllm_version
+            if svc.name == "vllm-gpu"
+            else (source.version if source else "")
+        )
+        gates[svc.name], note = build_gate(
+            svc.name, version, allow_below_floor=allow_below_floor, cmake_flags=flags
+        )
         if note:
             progress(note)
     return gates
@@ -238,25 +270,41 @@ def build_images(
         if needs_source and source is None:
             raise LlmhostError("no llama.cpp source given")
         labels = {**labels_for(svc, plan, source if needs_source else None), **gates[svc.name]}
-        dockerfile = render_dockerfile(svc, plan, config, base_image or config.images.base_image,
-                                       labels, jobs)  # fmt: skip
+        dockerfile = render_dockerfile(
+            svc, plan, config, base_image or config.images.base_image, labels, jobs
+        )
         progress(f"building {svc.image} ({svc.name})")
         start = time.monotonic()
         with build_context(dockerfile, source if needs_source else None) as ctx:
-            events = client.build(fileobj=ctx, custom_context=True, encoding="gzip",
-                                  tag=svc.image, rm=True, forcerm=True, decode=True)  # fmt: skip
+            events = client.build(
+                fileobj=ctx,
+                custom_context=True,
+                encoding="gzip",
+                tag=svc.image,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
             image_id = _stream(events, progress)
         info = client.inspect_image(svc.image)
         cuda = plan.build.cuda_version
         devel = CUDA_DEVEL_IMAGE.format(version=cuda) if cuda else None
-        found = verify_built_image(client, svc.name, svc.image, info["Config"].get("Labels") or {},
-                                   plan, devel, progress)  # fmt: skip
+        found = verify_built_image(
+            client, svc.name, svc.image, info["Config"].get("Labels") or {}, plan, devel, progress
+        )
         if found:
             image_id = add_labels(client, svc.image, found)
             info = client.inspect_image(svc.image)
         seconds = time.monotonic() - start
         progress(f"built {svc.image} in {seconds:.0f} s")
-        built.append(BuiltImage(svc.name, svc.image, image_id or info["Id"], seconds,
-                                dict(info["Config"].get("Labels") or {})))  # fmt: skip
+        built.append(
+            BuiltImage(
+                svc.name,
+                svc.image,
+                image_id or info["Id"],
+                seconds,
+                dict(info["Config"].get("Labels") or {}),
+            )
+        )
     client.close()
     return built

@@ -217,8 +217,12 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
         out["images"] = replace(cfg.images, **img)
     if "bench" in top:
         raw = _check_mapping("bench", top["bench"], _names(BenchConfig))
-        limits = {"requests": (1, 100000), "concurrency": (1, 1024), "max_tokens": (1, 65536),
-                  "warmup": (0, 100)}  # fmt: skip
+        limits = {
+            "requests": (1, 100000),
+            "concurrency": (1, 1024),
+            "max_tokens": (1, 65536),
+            "warmup": (0, 100),
+        }
         bench = {k: _check_int(f"bench.{k}", v, *limits[k]) for k, v in raw.items()}
         out["bench"] = replace(cfg.bench, **bench)
     cfg = replace(cfg, **out)

@@ -70,7 +70,9 @@ def compose(project: str, *args: str, capture: bool = True, timeout: float = 600
         raise LlmhostError(f"`docker compose {args[0]}` took longer than {timeout:.0f} s") from None
     if proc.returncode != 0:
         lines = [x for x in (proc.stderr or proc.stdout or "").splitlines() if x.strip()]
-        raise LlmhostError(f"docker compose {args[0]} failed: {lines[-1] if lines else 'no output'}")
+        raise LlmhostError(
+            f"docker compose {args[0]} failed: {lines[-1] if lines else 'no output'}"
+        )
     return proc.stdout or ""
 
 

@@ -321,17 +321,19 @@ def _distro_verdict(version: PackageVersion, advisory: Advisory) -> AdvisoryVerd
     full = f"{version.package}-{version.revision}" if version.revision else None
     if entry is None:
         return AdvisoryVerdict(
-            advisory, State.UNKNOWN,
+            advisory,
+            State.UNKNOWN,
             f"distribution build of upstream {version.upstream}, which predates the fix; llmhost "
             "has no record of a backport: check the package changelog",
-        )  # fmt: skip
+        )
     if entry.fixed_in:
         if full is None:
             return AdvisoryVerdict(
-                advisory, State.UNKNOWN,
+                advisory,
+                State.UNKNOWN,
                 f"{entry.release} fixed it in {entry.fixed_in}, and the engine does not report "
                 "the package revision installed (dpkg-query -W shows it)",
-            )  # fmt: skip
+            )
         if compare_versions(full, entry.fixed_in) >= 0:
             return AdvisoryVerdict(advisory, State.PATCHED, f"{entry.release} {entry.fixed_in}")
         return AdvisoryVerdict(
@@ -339,14 +341,16 @@ def _distro_verdict(version: PackageVersion, advisory: Advisory) -> AdvisoryVerd
         )
     if full is not None and compare_versions(full, entry.newest_checked) > 0:
         return AdvisoryVerdict(
-            advisory, State.UNKNOWN,
+            advisory,
+            State.UNKNOWN,
             f"newer than {entry.newest_checked}, the last {entry.release} revision llmhost checked",
-        )  # fmt: skip
+        )
     return AdvisoryVerdict(
-        advisory, State.VULNERABLE,
+        advisory,
+        State.VULNERABLE,
         f"{entry.release} carries no fix up to {entry.newest_checked}; upstream fixed it in "
         + " / ".join(advisory.fixed),
-    )  # fmt: skip
+    )
 
 
 def judge(component: Component, version: str, scopes: frozenset[str] = frozenset()) -> Verdict:
@@ -358,11 +362,14 @@ def judge(component: Component, version: str, scopes: frozenset[str] = frozenset
         if fixed:
             results.append(AdvisoryVerdict(advisory, State.OK))
         elif fixed is None:
-            results.append(AdvisoryVerdict(
-                advisory, State.UNKNOWN,
-                f"no build number in {version!r}, so no proof it is at or above the floor "
-                + " / ".join(component.floor_for(scopes)),
-            ))  # fmt: skip
+            results.append(
+                AdvisoryVerdict(
+                    advisory,
+                    State.UNKNOWN,
+                    f"no build number in {version!r}, so no proof it is at or above the floor "
+                    + " / ".join(component.floor_for(scopes)),
+                )
+            )
         elif parsed.is_distribution:
             results.append(_distro_verdict(parsed, advisory))
         else:
@@ -386,8 +393,9 @@ def scopes_of(cmake_flags: str) -> frozenset[str]:
     return frozenset({"rpc-server"}) if "-DGGML_RPC=ON" in cmake_flags.split() else frozenset()
 
 
-def build_gate(service: str, version: str, *, allow_below_floor: bool,
-               cmake_flags: str = "") -> tuple[dict[str, str], str | None]:  # fmt: skip
+def build_gate(
+    service: str, version: str, *, allow_below_floor: bool, cmake_flags: str = ""
+) -> tuple[dict[str, str], str | None]:
     """Labels recording how a build stands against its floor, and a warning to print.
 
     Below the floor the build is refused unless `allow_below_floor`, which is recorded in the
@@ -441,12 +449,22 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(role_defaults(), indent=1, sort_keys=True))
         return 0
     floors = load_floors()
-    print(json.dumps({
-        "checked": floors.checked,
-        "components": {c.name: {"floor": list(c.floor), "pin": c.pin,
-                                "advisories": [list(a.ids) for a in c.advisories]}
-                       for c in floors.components.values()},
-    }, indent=1))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "checked": floors.checked,
+                "components": {
+                    c.name: {
+                        "floor": list(c.floor),
+                        "pin": c.pin,
+                        "advisories": [list(a.ids) for a in c.advisories],
+                    }
+                    for c in floors.components.values()
+                },
+            },
+            indent=1,
+        )
+    )
     return 0
 
 

@@ -18,11 +18,20 @@ def host_files(plan: Plan) -> dict[str, str]:
     """Path -> exact content of each llmhost drop-in for this plan."""
     cores = plan.cores
     return {
-        GRUB_DROPIN: render("host/grub-llmhost.cfg.j2", hostname=plan.hostname,
-                            inference=cores.inference_cpulist, cmdline=grub_cmdline(plan)),
-        SYSCTL_DROPIN: render("host/sysctl-hugepages.conf.j2", pages=plan.hugepages.pages,
-                              reason=plan.hugepages.reason),
-        CPUAFFINITY_DROPIN: render("host/systemd-cpuaffinity.conf.j2",
-                                   inference=cores.inference_cpulist,
-                                   housekeeping_list=" ".join(map(str, cores.housekeeping_cpus))),
-    }  # fmt: skip
+        GRUB_DROPIN: render(
+            "host/grub-llmhost.cfg.j2",
+            hostname=plan.hostname,
+            inference=cores.inference_cpulist,
+            cmdline=grub_cmdline(plan),
+        ),
+        SYSCTL_DROPIN: render(
+            "host/sysctl-hugepages.conf.j2",
+            pages=plan.hugepages.pages,
+            reason=plan.hugepages.reason,
+        ),
+        CPUAFFINITY_DROPIN: render(
+            "host/systemd-cpuaffinity.conf.j2",
+            inference=cores.inference_cpulist,
+            housekeeping_list=" ".join(map(str, cores.housekeeping_cpus)),
+        ),
+    }

@@ -81,7 +81,7 @@ def parse_cuobjdump(text: str) -> tuple[str, ...]:
 
 
 def _split_arch(arch: str) -> tuple[int, int, str]:
-    """"90" -> (9, 0, ""), "120a" -> (12, 0, "a"), "sm_86" -> (8, 6, "")."""
+    """ "90" -> (9, 0, ""), "120a" -> (12, 0, "a"), "sm_86" -> (8, 6, "")."""
     match = re.fullmatch(r"(?:sm_|compute_)?(\d+)(\d)([a-z]?)", arch.strip())
     if not match:
         raise ValueError(f"not a CUDA architecture: {arch!r}")
@@ -115,8 +115,9 @@ def ptx_jits_on(arch: str, cc: tuple[int, int]) -> bool:
     return (major, minor) <= cc
 
 
-def machine_code_check(sass: Iterable[str], ptx: Iterable[str], cc: tuple[int, int],
-                       what: str = "libggml-cuda") -> Check:  # fmt: skip
+def machine_code_check(
+    sass: Iterable[str], ptx: Iterable[str], cc: tuple[int, int], what: str = "libggml-cuda"
+) -> Check:
     """Is this GPU's architecture present as machine code, or only as PTX (JIT), or not at all?"""
     sass, ptx = tuple(sass), tuple(ptx)
     want = arch_name(cc)
@@ -244,8 +245,11 @@ def forward_compat_check(
             + FIX_REBUILD_GPU,
         )
     if older or not newer:
-        return Check(Level.OK, f"{image}'s forward-compat libcuda {compat} is not newer than the "
-                     f"host driver {host_driver}: unused")  # fmt: skip
+        return Check(
+            Level.OK,
+            f"{image}'s forward-compat libcuda {compat} is not newer than the "
+            f"host driver {host_driver}: unused",
+        )
     if consumer:
         return Check(
             Level.FAIL,
@@ -275,7 +279,7 @@ ISA_REQUIRES: dict[str, tuple[str, ...]] = {
 
 
 def cmake_defines(flags: str) -> dict[str, str]:
-    """"-DGGML_AVX2=ON -DX=Y" -> {"GGML_AVX2": "ON", "X": "Y"} (as doctor's images check reads)."""
+    """ "-DGGML_AVX2=ON -DX=Y" -> {"GGML_AVX2": "ON", "X": "Y"} (as doctor's images check reads)."""
     out = {}
     for token in flags.split():
         if token.startswith("-D") and "=" in token:
@@ -313,16 +317,21 @@ def flags_of(isa: Iterable[str]) -> set[str]:
     return {flag for name in isa for flag in ISA_REQUIRES.get(name, ())}
 
 
-def cpu_image_check(labels: dict[str, str], host_flags: Iterable[str], cpu: str,
-                    image: str = IMAGES["llama-cpu"]) -> Check:  # fmt: skip
+def cpu_image_check(
+    labels: dict[str, str], host_flags: Iterable[str], cpu: str, image: str = IMAGES["llama-cpu"]
+) -> Check:
     """Every instruction set compiled into the CPU image must be on this CPU (`cpu` names it)."""
     switches = cmake_defines(labels.get(LABEL_CMAKE, ""))
     if switches.get("GGML_BACKEND_DL") == "ON" and switches.get("GGML_CPU_ALL_VARIANTS") == "ON":
         return Check(Level.OK, f"{image} carries every x86 variant and picks one at start")
     if switches.get("GGML_NATIVE") == "ON":
         built_for = labels.get(LABEL_BUILT_FOR, "another host")
-        return Check(Level.WARN, f"{image} was built with -march=native on {built_for}: what it "
-                     "needs of the CPU is not recorded", FIX_REBUILD_CPU)  # fmt: skip
+        return Check(
+            Level.WARN,
+            f"{image} was built with -march=native on {built_for}: what it "
+            "needs of the CPU is not recorded",
+            FIX_REBUILD_CPU,
+        )
     isa = image_isa(labels)
     missing = missing_isa(isa, host_flags)
     if missing:
@@ -332,8 +341,9 @@ def cpu_image_check(labels: dict[str, str], host_flags: Iterable[str], cpu: str,
             "llama-server would die with SIGILL (illegal instruction) and restart in a loop",
             FIX_REBUILD_CPU,
         )
-    return Check(Level.OK, f"{image} uses {', '.join(isa) or 'no SIMD extensions'}: all present "
-                 "on this CPU")  # fmt: skip
+    return Check(
+        Level.OK, f"{image} uses {', '.join(isa) or 'no SIMD extensions'}: all present on this CPU"
+    )
 
 
 def refuse_mismatched_cpu_image(plan: Plan, facts: HostFacts) -> None:
@@ -358,16 +368,24 @@ _PROBE = (
 )
 
 
-def _run(client: Any, image: str, command: list[str], *, entrypoint: list[str] | None = None,
-         gpu: bool = False, files: tuple[str, bytes] | None = None) -> tuple[int, str]:  # fmt: skip
+def _run(
+    client: Any,
+    image: str,
+    command: list[str],
+    *,
+    entrypoint: list[str] | None = None,
+    gpu: bool = False,
+    files: tuple[str, bytes] | None = None,
+) -> tuple[int, str]:
     """Run a throwaway container and return (exit code, output)."""
     from docker.types import DeviceRequest
 
     host_config = client.create_host_config(
         device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
     )
-    box = client.create_container(image, command=command, entrypoint=entrypoint,
-                                  host_config=host_config, user="0")  # fmt: skip
+    box = client.create_container(
+        image, command=command, entrypoint=entrypoint, host_config=host_config, user="0"
+    )
     try:
         if files:
             client.put_archive(box["Id"], files[0], files[1])
@@ -417,10 +435,13 @@ def probe_cuda_image(client: Any, image: str, devel_image: str | None) -> dict[s
     library = next((line for line in out.splitlines() if line.startswith("/app/lib")), None)
     if devel_image and library:
         lib_tar = _single_file_tar("libggml-cuda.so", _copy_out(client, image, library))
-        script = ("cuobjdump --list-elf /tmp/libggml-cuda.so; echo '=== PTX'; "
-                  "cuobjdump --list-ptx /tmp/libggml-cuda.so")  # fmt: skip
-        _, listing = _run(client, devel_image, ["-c", script], entrypoint=["/bin/sh"],
-                          files=("/tmp", lib_tar))  # fmt: skip
+        script = (
+            "cuobjdump --list-elf /tmp/libggml-cuda.so; echo '=== PTX'; "
+            "cuobjdump --list-ptx /tmp/libggml-cuda.so"
+        )
+        _, listing = _run(
+            client, devel_image, ["-c", script], entrypoint=["/bin/sh"], files=("/tmp", lib_tar)
+        )
         elf, _, ptx = listing.partition("=== PTX")
         labels[LABEL_SASS] = ",".join(parse_cuobjdump(elf)) or "none"
         labels[LABEL_PTX] = ",".join(parse_cuobjdump(ptx)) or "none"
@@ -429,8 +450,13 @@ def probe_cuda_image(client: Any, image: str, devel_image: str | None) -> dict[s
 
 def probe_torch_arch(client: Any, image: str) -> dict[str, str]:
     """torch.cuda.get_arch_list() inside the vLLM image (empty without a GPU: run on one)."""
-    code, out = _run(client, image, ["-c", "import torch; print(torch.cuda.get_arch_list())"],
-                     entrypoint=["python3"], gpu=True)  # fmt: skip
+    code, out = _run(
+        client,
+        image,
+        ["-c", "import torch; print(torch.cuda.get_arch_list())"],
+        entrypoint=["python3"],
+        gpu=True,
+    )
     sass, ptx = parse_torch_arch_list(out)
     if code != 0 or not (sass or ptx):
         raise LlmhostError(f"torch.cuda.get_arch_list() in {image} gave: {out.strip()[-200:]}")
@@ -449,13 +475,21 @@ def add_labels(client: Any, image: str, labels: dict[str, str]) -> str:
         client.remove_container(box["Id"], force=True)
 
 
-def verify_built_image(client: Any, service: str, image: str, labels: dict[str, str], plan: Plan,
-                       devel_image: str | None, progress: Progress) -> dict[str, str]:  # fmt: skip
+def verify_built_image(
+    client: Any,
+    service: str,
+    image: str,
+    labels: dict[str, str],
+    plan: Plan,
+    devel_image: str | None,
+    progress: Progress,
+) -> dict[str, str]:
     """After a build: refuse a CPU image this host cannot run; for GPU images, find what they really
     contain and return it as labels (empty when the tools could not run; doctor then warns)."""
     if service == "llama-cpu":
-        verdict = cpu_image_check(labels, flags_of(plan.build.cpu_isa),
-                                  plan.build.reason.split(":")[0], image)  # fmt: skip
+        verdict = cpu_image_check(
+            labels, flags_of(plan.build.cpu_isa), plan.build.reason.split(":")[0], image
+        )
         if verdict.level is Level.FAIL:
             raise LlmhostError(verdict.detail)
         progress(f"checked {image}: {verdict.detail}")
@@ -469,9 +503,13 @@ def verify_built_image(client: Any, service: str, image: str, labels: dict[str, 
         if service == "vllm-gpu":
             found.update(probe_torch_arch(client, image))
     except (DockerException, LlmhostError, StopIteration, tarfile.TarError) as exc:
-        progress(f"could not inspect {image} fully ({str(exc).splitlines()[0][:200]}); "
-                 "doctor will report it as unverified")  # fmt: skip
+        progress(
+            f"could not inspect {image} fully ({str(exc).splitlines()[0][:200]}); "
+            "doctor will report it as unverified"
+        )
     if found:
-        progress(f"checked {image}: " + ", ".join(f"{k.rsplit('.', 1)[-1]}={v}"
-                                                  for k, v in sorted(found.items())))  # fmt: skip
+        progress(
+            f"checked {image}: "
+            + ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in sorted(found.items()))
+        )
     return found

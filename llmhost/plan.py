@@ -324,7 +324,8 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
 
 LLAMA_PORT, VLLM_PORT = 8080, 8000
 # glibc >= 2.35 serves malloc from the reserved 2 MiB pool (ggml's CPU buffers use
-# posix_memalign); with `--load-mode none` the weights are read into those buffers instead of page cache.
+# posix_memalign); with `--load-mode none` the weights are read into those buffers instead
+# of the page cache.
 HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2"}
 
 
@@ -332,12 +333,24 @@ def _llama_args(
     svc: ServiceConfig, threads: int, gpu: bool, cores: CorePlan, hugepages: bool
 ) -> tuple[str, ...]:
     args = [
-        "--host", "0.0.0.0", "--port", str(LLAMA_PORT),
-        "--ctx-size", str(svc.ctx_size * svc.parallel), "--parallel", str(svc.parallel),
-        "--threads", str(threads), "--threads-batch", str(threads),
-        "--cache-type-k", svc.cache_type, "--cache-type-v", svc.cache_type,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(LLAMA_PORT),
+        "--ctx-size",
+        str(svc.ctx_size * svc.parallel),
+        "--parallel",
+        str(svc.parallel),
+        "--threads",
+        str(threads),
+        "--threads-batch",
+        str(threads),
+        "--cache-type-k",
+        svc.cache_type,
+        "--cache-type-v",
+        svc.cache_type,
         "--metrics",
-    ]  # fmt: skip
+    ]
     if svc.model:
         args[:0] = ["--model", f"/models/{svc.model}"]
     if gpu:
@@ -366,9 +379,15 @@ def plan_services(
             port = VLLM_PORT
             env["HOME"] = "/tmp"  # non-root user: caches go to a writable place
             args: tuple[str, ...] = (
-                "--host", "0.0.0.0", "--port", str(VLLM_PORT),
-                "--max-model-len", str(svc.ctx_size), "--max-num-seqs", str(max(svc.parallel, 1)),
-            )  # fmt: skip
+                "--host",
+                "0.0.0.0",
+                "--port",
+                str(VLLM_PORT),
+                "--max-model-len",
+                str(svc.ctx_size),
+                "--max-num-seqs",
+                str(max(svc.parallel, 1)),
+            )
             if svc.model:
                 args = ("--model", f"/models/{svc.model}", *args)
         else:

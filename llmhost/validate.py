@@ -65,9 +65,7 @@ def default_out_dir() -> Path:
     return state_dir() / RESULTS_DIR
 
 
-def smoke_all(
-    plan: Plan, config: Config, facts: HostFacts, *, echo: Callable[[str], None]
-) -> bool:
+def smoke_all(plan: Plan, config: Config, facts: HostFacts, *, echo: Callable[[str], None]) -> bool:
     """Bench every planned service with the config's bench settings; True when all gates pass."""
     from llmhost.bench.report import gate, to_dict
     from llmhost.bench.runner import run_bench
@@ -83,8 +81,13 @@ def smoke_all(
             api_key=config.api_key,
         )
         checks = gate(result, svc.targets)
-        report = evidence([to_dict(result)], facts, service=svc.name,
-                          labels=image_labels(facts, svc.image), gates=checks)  # fmt: skip
+        report = evidence(
+            [to_dict(result)],
+            facts,
+            service=svc.name,
+            labels=image_labels(facts, svc.image),
+            gates=checks,
+        )
         path = save(report, default_out_dir(), svc.name)
         s = result.summary
         echo(

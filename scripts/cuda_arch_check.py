@@ -53,9 +53,19 @@ def main() -> int:
         return 3
     verdict = machine_code_check(sass, ptx, cc, Path(args.library).name)
     if args.json:
-        print(json.dumps({"library": args.library, "arch": f"sm_{cc[0]}{cc[1]}",
-                          "sass": list(sass), "ptx": list(ptx), "level": verdict.level.value,
-                          "detail": verdict.detail}, indent=1))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "library": args.library,
+                    "arch": f"sm_{cc[0]}{cc[1]}",
+                    "sass": list(sass),
+                    "ptx": list(ptx),
+                    "level": verdict.level.value,
+                    "detail": verdict.detail,
+                },
+                indent=1,
+            )
+        )
     else:
         print("--- cuobjdump --list-elf\n" + elf_text.rstrip())
         print("--- cuobjdump --list-ptx\n" + ptx_text.rstrip())

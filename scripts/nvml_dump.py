@@ -18,11 +18,16 @@ def main() -> None:
         h = pynvml.nvmlDeviceGetHandleByIndex(i)
         row: dict[str, str] = {}
         for name in (
-            "nvmlDeviceGetName", "nvmlDeviceGetUUID", "nvmlDeviceGetCudaComputeCapability",
-            "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetCurrPcieLinkGeneration",
-            "nvmlDeviceGetMaxPcieLinkGeneration", "nvmlDeviceGetCurrPcieLinkWidth",
-            "nvmlDeviceGetPersistenceMode", "nvmlDeviceGetArchitecture",
-        ):  # fmt: skip
+            "nvmlDeviceGetName",
+            "nvmlDeviceGetUUID",
+            "nvmlDeviceGetCudaComputeCapability",
+            "nvmlDeviceGetMemoryInfo",
+            "nvmlDeviceGetCurrPcieLinkGeneration",
+            "nvmlDeviceGetMaxPcieLinkGeneration",
+            "nvmlDeviceGetCurrPcieLinkWidth",
+            "nvmlDeviceGetPersistenceMode",
+            "nvmlDeviceGetArchitecture",
+        ):
             try:
                 value = getattr(pynvml, name)(h)
                 row[name] = repr(getattr(value, "total", value))

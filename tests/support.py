@@ -44,15 +44,22 @@ def write_host_tree(
         base = f"/sys/devices/system/cpu/cpu{cpu}"
         _write(root, f"{base}/topology/core_cpus_list", siblings + "\n")
         l3 = core // per_l3
-        members = [c + t * cores for t in range(threads_per_core)
-                   for c in range(l3 * per_l3, min((l3 + 1) * per_l3, cores))]  # fmt: skip
+        members = [
+            c + t * cores
+            for t in range(threads_per_core)
+            for c in range(l3 * per_l3, min((l3 + 1) * per_l3, cores))
+        ]
         _write(root, f"{base}/cache/index3/level", "3\n")
         _write(root, f"{base}/cache/index3/id", f"{l3}\n")
         _write(root, f"{base}/cache/index3/size", "32768K\n")
         _write(root, f"{base}/cache/index3/shared_cpu_list", ",".join(map(str, sorted(members))))
     _write(root, "/sys/devices/system/node/node0/cpulist", f"0-{n_cpus - 1}\n")
-    _write(root, "/proc/meminfo", f"MemTotal: {meminfo_kb} kB\nMemAvailable: {meminfo_kb // 2} kB\n"
-           f"Hugepagesize:       2048 kB\n")  # fmt: skip
+    _write(
+        root,
+        "/proc/meminfo",
+        f"MemTotal: {meminfo_kb} kB\nMemAvailable: {meminfo_kb // 2} kB\n"
+        f"Hugepagesize:       2048 kB\n",
+    )
     hp = "/sys/kernel/mm/hugepages/hugepages-2048kB"
     _write(root, f"{hp}/nr_hugepages", f"{hugepages_2m[0]}\n")
     _write(root, f"{hp}/free_hugepages", f"{hugepages_2m[1]}\n")
@@ -143,7 +150,8 @@ class FakeNvml:
 
 
 RTX_5090 = FakeGpu("NVIDIA GeForce RTX 5090", "GPU-5090", (12, 0), 34190917632)
-H100 = FakeGpu("NVIDIA H100 80GB HBM3", "GPU-d41b29f6-66f2-5eee-b31f-feb01abb4d58", (9, 0),
-               85520809984)  # fmt: skip
+H100 = FakeGpu(
+    "NVIDIA H100 80GB HBM3", "GPU-d41b29f6-66f2-5eee-b31f-feb01abb4d58", (9, 0), 85520809984
+)
 # pynvml's own message for NVML_ERROR_LIBRARY_NOT_FOUND.
 NO_DRIVER = "NVML Shared Library Not Found"

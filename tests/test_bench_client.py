@@ -201,6 +201,10 @@ def test_client_capacity_is_far_above_any_inference_server() -> None:
 
 def llama_server_binary() -> Path:
     value = os.environ.get(LLAMA_SERVER_ENV)
+    if not value and os.environ.get("LLMHOST_E2E") == "1":
+        from tests.e2e import infra  # CI: the binary from the product image built in this run
+
+        value = str(infra.ensure_llama_server_binary())
     if not value:
         pytest.skip(f"set {LLAMA_SERVER_ENV} to a llama-server binary to run bench e2e tests")
     path = Path(value)

@@ -69,8 +69,16 @@ def test_doctor_json_on_h100_snapshot():
 def test_plan_json_and_inventory(tmp_path):
     inv = tmp_path / "host_vars"
     inv.mkdir()
-    result = run("plan", "--json", "--profile", "gpu", "--from", str(H100_SNAPSHOT),
-                 "--write-inventory", str(inv))  # fmt: skip
+    result = run(
+        "plan",
+        "--json",
+        "--profile",
+        "gpu",
+        "--from",
+        str(H100_SNAPSHOT),
+        "--write-inventory",
+        str(inv),
+    )
     assert result.exit_code == 0
     data = json.loads(result.output)
     assert data["cores"]["inference_cpus"] == list(range(1, 13))
@@ -132,10 +140,16 @@ def test_bad_config_value(tmp_path):
 
 
 def _live_with(monkeypatch, tmp_path, nvml):
-    root = write_host_tree(tmp_path / "root", (CPUINFO / "ryzen9-9950x.txt").read_text(),
-                           cores=16, threads_per_core=2, cores_per_l3=8)  # fmt: skip
-    monkeypatch.setattr(app_module.App, "source",
-                        lambda self, snap: LiveSource(str(root), nvml_module=nvml))  # fmt: skip
+    root = write_host_tree(
+        tmp_path / "root",
+        (CPUINFO / "ryzen9-9950x.txt").read_text(),
+        cores=16,
+        threads_per_core=2,
+        cores_per_l3=8,
+    )
+    monkeypatch.setattr(
+        app_module.App, "source", lambda self, snap: LiveSource(str(root), nvml_module=nvml)
+    )
 
 
 def test_nvml_absent_gpu_profile(monkeypatch, tmp_path):
@@ -170,11 +184,15 @@ def test_docker_socket_absent(monkeypatch, tmp_path):
 def test_docker_error_sentences():
     from docker.errors import DockerException
 
-    denied = DockerException("Error while fetching server API version: ('Connection aborted.', "
-                             "PermissionError(13, 'Permission denied'))")  # fmt: skip
+    denied = DockerException(
+        "Error while fetching server API version: ('Connection aborted.', "
+        "PermissionError(13, 'Permission denied'))"
+    )
     assert "permission denied" in _docker_error_sentence(denied)
-    refused = DockerException("Error while fetching server API version: ('Connection aborted.', "
-                              "ConnectionRefusedError(111, 'Connection refused'))")  # fmt: skip
+    refused = DockerException(
+        "Error while fetching server API version: ('Connection aborted.', "
+        "ConnectionRefusedError(111, 'Connection refused'))"
+    )
     assert "refused" in _docker_error_sentence(refused)
 
 

@@ -19,14 +19,21 @@ from tests.support import CPUINFO, H100_SNAPSHOT, RTX_5090, FakeNvml, write_host
 
 def _config(tmp_path, **kw):
     base = Config(models_dir=str(tmp_path), **kw)
-    services = {k: replace(v, model="m.gguf" if k != "vllm-gpu" else "hf-model")
-                for k, v in base.services.items()}  # fmt: skip
+    services = {
+        k: replace(v, model="m.gguf" if k != "vllm-gpu" else "hf-model")
+        for k, v in base.services.items()
+    }
     return replace(base, services=services)
 
 
 def reference_box_plan(tmp_path, config):
-    root = write_host_tree(tmp_path / "root", (CPUINFO / "ryzen9-9950x.txt").read_text(),
-                           cores=16, threads_per_core=2, cores_per_l3=8)  # fmt: skip
+    root = write_host_tree(
+        tmp_path / "root",
+        (CPUINFO / "ryzen9-9950x.txt").read_text(),
+        cores=16,
+        threads_per_core=2,
+        cores_per_l3=8,
+    )
     facts = gather(LiveSource(str(root), nvml_module=FakeNvml(gpus=[RTX_5090])), containers=False)
     return make_plan(facts, config, "all", headers={})
 
@@ -83,6 +90,7 @@ def test_docker_compose_config_accepts_it(tmp_path, which):
     plan = reference_box_plan(tmp_path, config) if which == "rtx5090" else h100_plan(config)
     path = tmp_path / "compose.yaml"
     path.write_text(render_compose(plan, config))
-    proc = subprocess.run(["docker", "compose", "-f", str(path), "config", "--quiet"],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        ["docker", "compose", "-f", str(path), "config", "--quiet"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr

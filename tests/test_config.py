@@ -8,12 +8,19 @@ def test_defaults():
     cfg = parse_config(None)
     assert cfg.inference_cores == 12 and cfg.profile == "cpu"
     assert {n: s.port for n, s in cfg.services.items()} == {
-        "llama-cpu": 8001, "llama-gpu": 8004, "vllm-gpu": 8005}  # fmt: skip
+        "llama-cpu": 8001,
+        "llama-gpu": 8004,
+        "vllm-gpu": 8005,
+    }
 
 
 def test_overrides_merge_with_defaults():
-    cfg = parse_config({"services": {"llama-cpu": {"model": "m.gguf", "ctx_size": 8192}},
-                        "hugepages": {"headroom_pct": 20}})  # fmt: skip
+    cfg = parse_config(
+        {
+            "services": {"llama-cpu": {"model": "m.gguf", "ctx_size": 8192}},
+            "hugepages": {"headroom_pct": 20},
+        }
+    )
     svc = cfg.services["llama-cpu"]
     assert (svc.port, svc.model, svc.ctx_size) == (8001, "m.gguf", 8192)
     assert cfg.hugepages.headroom_pct == 20 and cfg.hugepages.enabled is True

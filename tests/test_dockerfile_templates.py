@@ -15,7 +15,13 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from llmhost.facts import gather
+from llmhost.plan import cpu_cmake_flags
+from llmhost.sources import LiveSource, SnapshotSource
+from llmhost.templates import _environment
+from llmhost.templates import render as render_template
 from tests.e2e import infra
+from tests.support import ZEN4_SNAPSHOT
 
 OCI = {
     "org.opencontainers.image.title": "llmhost llama.cpp server",
@@ -55,7 +61,7 @@ SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
         "llama-cpu.Dockerfile.j2",
         {
             "base_image": "llmhost/debian:bookworm",
-            "cmake_flags": infra.isa_cmake_flags(EPYC_ISA),
+            "cmake_flags": list(cpu_cmake_flags(gather(SnapshotSource(ZEN4_SNAPSHOT)).cpu)[0]),
             "labels": _labels("epyc-avx512", "avx2,avx512f,avx512_vnni,avx512_bf16"),
             "jobs": 2,
         },
@@ -128,7 +134,7 @@ def parse_dockerfile(text: str) -> list[Instruction]:
 
 def render(name: str) -> tuple[str, dict[str, object], list[Instruction]]:
     template, values = SAMPLES[name]
-    text = infra.render_template(template, **values)
+    text = render_template(template, **values)
     return text, values, parse_dockerfile(text)
 
 
@@ -202,7 +208,7 @@ def test_cmake_gets_every_planned_flag_verbatim(name: str) -> None:
 
 def test_semicolon_lists_survive_as_one_argument() -> None:
     template, values = SAMPLES["rtx5090-cuda"]
-    text = infra.render_template(template, **{**values, "cuda_architectures": "89;120"})
+    text = render_template(template, **{**values, "cuda_architectures": "89;120"})
     instructions = parse_dockerfile(text)
     assert "-DCMAKE_CUDA_ARCHITECTURES=89;120" in cmake_configure_args(instructions)
     assert labels_of(instructions)["io.llmhost.cuda.architectures"] == "89;120"
@@ -222,7 +228,7 @@ def test_labels_are_complete(name: str) -> None:
 
 def test_label_values_are_quoted_for_docker() -> None:
     template, values = SAMPLES["this-host-cpu"]
-    text = infra.render_template(
+    text = render_template(
         template, **{**values, "labels": {**values["labels"], "org.example.note": TRICKY_LABEL}}
     )
     assert labels_of(parse_dockerfile(text))["org.example.note"] == TRICKY_LABEL
@@ -232,9 +238,7 @@ def test_label_values_are_quoted_for_docker() -> None:
 def test_docker_reads_labels_as_rendered(tmp_path: Path) -> None:
     labels = {"org.example.note": TRICKY_LABEL, "org.example.list": "89;120 a b"}
     macro = '{% import "_dockerfile.j2" as df %}FROM scratch\n{{ df.label(labels) }}\n'
-    (tmp_path / "Dockerfile").write_text(
-        infra.template_env().from_string(macro).render(labels=labels)
-    )
+    (tmp_path / "Dockerfile").write_text(_environment().from_string(macro).render(labels=labels))
     infra.ensure_dockerd()
     tag = "llmhost/label-quoting:test"
     subprocess.run(
@@ -274,7 +278,7 @@ def test_vllm_tag_is_pinned() -> None:
 )
 def test_missing_variable_is_an_error(template: str) -> None:
     with pytest.raises(jinja2.UndefinedError):
-        infra.render_template(template, labels={})
+        render_template(template, labels={})
 
 
 @pytest.mark.skipif(
@@ -292,11 +296,11 @@ def test_hadolint_clean(name: str, tmp_path: Path) -> None:
 
 
 # cpuinfo flag -> what llama-server's system_info line prints when the kernels are compiled in.
-SYSTEM_INFO = {
+SYSTEM_INFO = {  # plan ISA name -> what llama.cpp's system_info prints for it
     "avx2": "AVX2 = 1",
     "avx_vnni": "AVX_VNNI = 1",
-    "avx512f": "AVX512 = 1",
-    "avx512vbmi": "AVX512_VBMI = 1",
+    "avx512": "AVX512 = 1",
+    "avx512_vbmi": "AVX512_VBMI = 1",
     "avx512_vnni": "AVX512_VNNI = 1",
     "avx512_bf16": "AVX512_BF16 = 1",
     "amx_int8": "AMX_INT8 = 1",
@@ -306,7 +310,7 @@ SYSTEM_INFO = {
 @pytest.mark.docker
 @pytest.mark.e2e
 def test_cpu_image_serves_the_tiny_model() -> None:
-    """Builds llmhost/llama-cpu:test once (minutes) for this host's ISA, then generates text."""
+    """The product image (`llmhost build`, once per run) for this host's ISA generates text."""
     image = infra.ensure_llama_cpu_image()
     config = json.loads(
         subprocess.run(
@@ -316,7 +320,7 @@ def test_cpu_image_serves_the_tiny_model() -> None:
             check=True,
         ).stdout
     )
-    isa = infra.host_isa()
+    isa = cpu_cmake_flags(gather(LiveSource(), containers=False).cpu)[1]
     assert config["Labels"]["io.llmhost.isa"] == ",".join(isa)
     assert config["User"] == "10001:10001"
 

@@ -1,4 +1,5 @@
-"""Doctor checks over host trees laid out like Linux: isolation, pending reboot, hugepages, images."""
+"""Doctor checks over host trees laid out like Linux: isolation, pending reboot, hugepages,
+images."""
 
 from dataclasses import replace
 
@@ -24,8 +25,9 @@ DROPIN = (
 
 def doctor(tmp_path, config=None, containers=None, **tree):
     root = write_host_tree(tmp_path, ZEN5, **TOPO, **tree)
-    facts = gather(LiveSource(str(root), nvml_module=FakeNvml(init_error=NO_DRIVER)),
-                   containers=False)  # fmt: skip
+    facts = gather(
+        LiveSource(str(root), nvml_module=FakeNvml(init_error=NO_DRIVER)), containers=False
+    )
     if containers is not None:
         facts = replace(facts, containers=containers)
     report = run_doctor(facts, config or Config(), "cpu", live=True)
@@ -34,8 +36,12 @@ def doctor(tmp_path, config=None, containers=None, **tree):
 
 def test_isolation_active(tmp_path):
     cmdline = f"ro isolcpus=managed_irq,domain,{PLANNED} nohz_full={PLANNED}"
-    checks, _ = doctor(tmp_path, cmdline=cmdline, isolated=PLANNED,
-                       files={"/sys/devices/system/cpu/nohz_full": PLANNED, GRUB_DROPIN: DROPIN})  # fmt: skip
+    checks, _ = doctor(
+        tmp_path,
+        cmdline=cmdline,
+        isolated=PLANNED,
+        files={"/sys/devices/system/cpu/nohz_full": PLANNED, GRUB_DROPIN: DROPIN},
+    )
     assert checks["kernel.cpu_isolation"].status == "ok"
 
 
@@ -74,14 +80,23 @@ def test_hugepages(tmp_path, gib, pool, status, text):
 
 
 def _engine(images=(), containers=()):
-    return ContainerFacts(engine_reachable=True, engine_error=None, engine_version="28.5.2",
-                          compose_version="2.39.1", runtimes=("runc",), images=images,
-                          containers=containers)  # fmt: skip
+    return ContainerFacts(
+        engine_reachable=True,
+        engine_error=None,
+        engine_version="28.5.2",
+        compose_version="2.39.1",
+        runtimes=("runc",),
+        images=images,
+        containers=containers,
+    )
 
 
 def test_images_built_with_other_flags(tmp_path):
-    stale = ImageInfo(("llmhost/llama-cpu:latest",),
-                      {"io.llmhost.llama.cmake_flags": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON"}, 0)  # fmt: skip
+    stale = ImageInfo(
+        ("llmhost/llama-cpu:latest",),
+        {"io.llmhost.llama.cmake_flags": "-DGGML_NATIVE=OFF -DGGML_AVX2=ON"},
+        0,
+    )
     checks, _ = doctor(tmp_path, containers=_engine(images=(stale,)))
     assert checks["images.flags"].status == "fail"
     assert checks["images.flags"].remediation == "llmhost build --profile cpu"
@@ -92,8 +107,15 @@ def test_images_match_and_services(tmp_path):
     assert checks["images.flags"].status == "warn"  # not built yet
     flags = " ".join(report.plan.build.llama_cpu_cmake_flags)
     good = ImageInfo(("llmhost/llama-cpu:latest",), {"io.llmhost.llama.cmake_flags": flags}, 0)
-    box = ContainerInfo("llmhost-llama-cpu-1", "llama-cpu", "llmhost", "llmhost/llama-cpu:latest",
-                        "running", "unhealthy", {})  # fmt: skip
+    box = ContainerInfo(
+        "llmhost-llama-cpu-1",
+        "llama-cpu",
+        "llmhost",
+        "llmhost/llama-cpu:latest",
+        "running",
+        "unhealthy",
+        {},
+    )
     checks, _ = doctor(tmp_path, containers=_engine(images=(good,), containers=(box,)))
     assert checks["images.flags"].status == "ok"
     assert checks["services.health"].status == "fail"

@@ -13,8 +13,15 @@ def test_zen4_epyc_snapshot():
     assert (cpu.vendor, cpu.family, cpu.model) == ("AuthenticAMD", 25, 0x11)
     assert cpu.microarchitecture == "Zen 4"
     assert cpu.codename == "Genoa"
-    for flag in ("avx2", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
-                 "avx512_bf16"):  # fmt: skip
+    for flag in (
+        "avx2",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512dq",
+        "avx512_vnni",
+        "avx512_bf16",
+    ):
         assert cpu.has(flag), flag
     assert not cpu.has("avx_vnni") and not cpu.has("amx_tile")
     assert cpu.logical_cpus == (0, 1) and cpu.physical_cores == 2

@@ -61,8 +61,12 @@ def test_compare_versions(a, b, expected):
 )
 def test_parse_version(text, package, revision, upstream, distro):
     v = parse_version(text)
-    assert (v.package, v.revision, v.upstream, v.is_distribution) == (package, revision, upstream,
-                                                                       distro)  # fmt: skip
+    assert (v.package, v.revision, v.upstream, v.is_distribution) == (
+        package,
+        revision,
+        upstream,
+        distro,
+    )
 
 
 def test_llama_build_numbers():
@@ -173,12 +177,15 @@ def test_build_gate_override_is_recorded():
 
 
 def test_build_gate_local_tree_is_unverified_not_refused():
-    labels, note = build_gate("llama-cpu", "llama-cpp-python-0.3.36-vendor-0c1e57098",
-                              allow_below_floor=False)  # fmt: skip
+    labels, note = build_gate(
+        "llama-cpu", "llama-cpp-python-0.3.36-vendor-0c1e57098", allow_below_floor=False
+    )
     assert labels == {LABEL_FLOOR_STATUS: "unverified"}
     assert note and "cannot prove" in note
     assert build_gate("llama-cpu", "b10864", allow_below_floor=False) == (
-        {LABEL_FLOOR_STATUS: "ok"}, None)  # fmt: skip
+        {LABEL_FLOOR_STATUS: "ok"},
+        None,
+    )
 
 
 def test_build_gate_counts_rpc_when_built():

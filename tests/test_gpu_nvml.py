@@ -28,9 +28,16 @@ def test_cuda_version(value, text):
 
 @pytest.mark.parametrize(
     ("cc", "arch"),
-    [((12, 0), "Blackwell"), ((10, 0), "Blackwell"), ((9, 0), "Hopper"), ((8, 9), "Ada Lovelace"),
-     ((8, 6), "Ampere"), ((7, 5), "Turing"), ((3, 5), "unknown (sm_35)")],
-)  # fmt: skip
+    [
+        ((12, 0), "Blackwell"),
+        ((10, 0), "Blackwell"),
+        ((9, 0), "Hopper"),
+        ((8, 9), "Ada Lovelace"),
+        ((8, 6), "Ampere"),
+        ((7, 5), "Turing"),
+        ((3, 5), "unknown (sm_35)"),
+    ],
+)
 def test_architecture(cc, arch):
     assert architecture_for(cc) == arch
 

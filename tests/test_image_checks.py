@@ -82,8 +82,9 @@ def test_cuobjdump_errors_and_other_spellings():
     ],
 )
 def test_machine_code_verdicts(build, cc, level, text):
-    result = machine_code_check(parse_cuobjdump(listing(build, "elf")),
-                                parse_cuobjdump(listing(build, "ptx")), cc)  # fmt: skip
+    result = machine_code_check(
+        parse_cuobjdump(listing(build, "elf")), parse_cuobjdump(listing(build, "ptx")), cc
+    )
     assert result.level is level, result.detail
     assert text in result.detail
 
@@ -103,8 +104,11 @@ def test_torch_arch_list():
 
 
 def test_cuda_image_against_driver():
-    env = ["PATH=/usr/bin", "CUDA_VERSION=13.0.1",
-           "NVIDIA_REQUIRE_CUDA=cuda>=13.0 brand=unknown,driver>=535,driver<536"]  # fmt: skip
+    env = [
+        "PATH=/usr/bin",
+        "CUDA_VERSION=13.0.1",
+        "NVIDIA_REQUIRE_CUDA=cuda>=13.0 brand=unknown,driver>=535,driver<536",
+    ]
     assert required_cuda(env) == "13.0"
     assert required_cuda(["CUDA_VERSION=12.8.1"]) == "12.8"
     assert required_cuda(["PATH=/bin"]) is None
@@ -149,8 +153,19 @@ def zen3_facts():
 
 def test_system_info_line_and_missing_isa():
     isa = parse_system_info(SYSTEM_INFO)
-    assert isa == ("sse3", "ssse3", "avx", "avx2", "fma", "f16c", "bmi2", "avx512", "avx512_vbmi",
-                   "avx512_vnni", "avx512_bf16")  # fmt: skip
+    assert isa == (
+        "sse3",
+        "ssse3",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "bmi2",
+        "avx512",
+        "avx512_vbmi",
+        "avx512_vnni",
+        "avx512_bf16",
+    )
     cpu = zen3_facts().cpu
     assert not cpu.has("avx512f") and cpu.has("avx2")
     assert missing_isa(isa, cpu.flags) == ("avx512", "avx512_vbmi", "avx512_vnni", "avx512_bf16")
@@ -197,13 +212,25 @@ def _fake_cuobjdump(tmp_path: Path, build: str) -> Path:
     return tool
 
 
-@pytest.mark.parametrize(("build", "code", "word"), [("h100", 0, "ok:"), ("ptx", 1, "warn:"),
-                                                     ("5090", 2, "fail:")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("build", "code", "word"), [("h100", 0, "ok:"), ("ptx", 1, "warn:"), ("5090", 2, "fail:")]
+)
 def test_cuda_arch_check_script(tmp_path, build, code, word):
     tool = _fake_cuobjdump(tmp_path, build)
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "cuda_arch_check.py"),
-                           "libggml-cuda.so", "--arch", "90", "--cuobjdump", str(tool)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""},
-                          check=False)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "cuda_arch_check.py"),
+            "libggml-cuda.so",
+            "--arch",
+            "90",
+            "--cuobjdump",
+            str(tool),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ""},
+        check=False,
+    )
     assert proc.returncode == code, proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith(word)

@@ -26,8 +26,12 @@ def cpu_facts(tmp_path, cpuinfo, **topo):
     ("topo", "count", "inference", "housekeeping"),
     [
         # 9950X: 2 CCDs x 8 cores, SMT siblings n / n+16.
-        ({"cores": 16, "threads_per_core": 2, "cores_per_l3": 8}, 12,
-         "1-4,8-15,17-20,24-31", "0,5-7,16,21-23"),
+        (
+            {"cores": 16, "threads_per_core": 2, "cores_per_l3": 8},
+            12,
+            "1-4,8-15,17-20,24-31",
+            "0,5-7,16,21-23",
+        ),
         ({"cores": 16, "threads_per_core": 2, "cores_per_l3": 8}, 8, "8-15,24-31", "0-7,16-23"),
         ({"cores": 16, "threads_per_core": 2, "cores_per_l3": 8}, 15, "1-15,17-31", "0,16"),
         # 7950X3D-like 2 CCDs, no SMT.
@@ -35,11 +39,15 @@ def cpu_facts(tmp_path, cpuinfo, **topo):
         # One L3 (Intel): lowest cores after CPU 0.
         ({"cores": 16, "threads_per_core": 1}, 12, "1-12", "0,13-15"),
         # 4 CCDs of 4 cores (EPYC-like): fill whole CCDs without CPU 0 first.
-        ({"cores": 16, "threads_per_core": 2, "cores_per_l3": 4}, 6,
-         "4-9,20-25", "0-3,10-19,26-31"),
+        (
+            {"cores": 16, "threads_per_core": 2, "cores_per_l3": 4},
+            6,
+            "4-9,20-25",
+            "0-3,10-19,26-31",
+        ),
         ({"cores": 2, "threads_per_core": 1}, 1, "1", "0"),
     ],
-)  # fmt: skip
+)
 def test_choose_cores(tmp_path, topo, count, inference, housekeeping):
     plan = choose_cores(cpu_facts(tmp_path, ZEN5, **topo), count)
     assert plan.inference_cpulist == inference
@@ -129,18 +137,23 @@ def test_model_header_and_memory(tmp_path):
     mem = model_memory("llama-cpu", header, ServiceConfig(port=1, ctx_size=1024, parallel=2))
     # K and V: layers x kv_heads x (32 + 32) dims x 2048 tokens x 2 bytes (f16)
     assert mem.kv_cache_bytes == 4 * 4 * 64 * 2048 * 2
-    q8 = model_memory("llama-cpu", header, ServiceConfig(port=1, ctx_size=1024, parallel=2,
-                                                        cache_type="q8_0"))  # fmt: skip
+    q8 = model_memory(
+        "llama-cpu", header, ServiceConfig(port=1, ctx_size=1024, parallel=2, cache_type="q8_0")
+    )
     assert q8.kv_cache_bytes == int(4 * 4 * 64 * 2048 * 34 / 32)
 
 
 def test_hugepages_sized_from_model(tmp_path):
     write_gguf(tmp_path / "m.gguf")
-    facts = gather(LiveSource(str(write_host_tree(tmp_path / "h", GENOA, cores=2))),
-                   containers=False)  # fmt: skip
+    facts = gather(
+        LiveSource(str(write_host_tree(tmp_path / "h", GENOA, cores=2))), containers=False
+    )
     svc = ServiceConfig(port=8001, model="m.gguf", ctx_size=1024, parallel=2)
-    config = Config(inference_cores=1, models_dir=str(tmp_path),
-                    services={**Config().services, "llama-cpu": svc})  # fmt: skip
+    config = Config(
+        inference_cores=1,
+        models_dir=str(tmp_path),
+        services={**Config().services, "llama-cpu": svc},
+    )
     plan = make_plan(facts, config, "cpu")
     (mem,) = plan.hugepages.models
     need = (mem.weights_bytes + mem.kv_cache_bytes + mem.compute_bytes) * 1.10
@@ -155,8 +168,10 @@ def test_hugepages_sized_from_model(tmp_path):
 
 
 def test_hugepages_boot_params_and_limits(tmp_path):
-    facts = gather(LiveSource(str(write_host_tree(tmp_path, GENOA, cores=2, meminfo_kb=8 << 20))),
-                   containers=False)  # fmt: skip
+    facts = gather(
+        LiveSource(str(write_host_tree(tmp_path, GENOA, cores=2, meminfo_kb=8 << 20))),
+        containers=False,
+    )
     config = Config(inference_cores=1, hugepages=HugepagesConfig(gib=1, boot_time=True))
     plan = make_plan(facts, config)
     assert plan.hugepages.pages == 512

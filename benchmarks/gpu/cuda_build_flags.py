@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from pathlib import Path
 
 from llmhost.build import render_dockerfile
 from llmhost.config import Config
@@ -17,12 +18,22 @@ from llmhost.plan import BuildPlan, Plan, ServicePlan
 
 
 def main(plan_json: str) -> None:
-    data = json.load(open(plan_json))
-    build = BuildPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in data["build"].items()})
+    data = json.loads(Path(plan_json).read_text())
+    build = BuildPlan(
+        **{k: tuple(v) if isinstance(v, list) else v for k, v in data["build"].items()}
+    )
     svc = next(s for s in data["services"] if s["name"] == "llama-gpu")
     service = ServicePlan(**{k: tuple(v) if k == "args" else v for k, v in svc.items()})
-    plan = Plan(profile="gpu", hostname=data["hostname"], cores=None, hugepages=None,  # type: ignore[arg-type]
-                build=build, services=(service,), kernel_params={}, notes=())
+    plan = Plan(
+        profile="gpu",
+        hostname=data["hostname"],
+        cores=None,
+        hugepages=None,  # type: ignore[arg-type]
+        build=build,
+        services=(service,),
+        kernel_params={},
+        notes=(),
+    )
     dockerfile = render_dockerfile(service, plan, Config(), "unused", {}, 1)
     match = re.search(r'RUN \["cmake", "-S", "\.", "-B", "build", \\\n(.*?)\]\n', dockerfile, re.S)
     if not match:

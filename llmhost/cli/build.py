@@ -9,19 +9,39 @@ from llmhost.cli.app import PROFILE_OPTION, App, pass_app
 
 @click.command("build")
 @PROFILE_OPTION
-@click.option("--llama-source", type=click.Path(file_okay=False, exists=True), default=None,
-              help="A local llama.cpp tree (air-gapped hosts).")  # fmt: skip
-@click.option("--llama-ref", default=None,
-              help="A llama.cpp release tag to download (default: the pinned release).")  # fmt: skip
-@click.option("--base-image", default=None,
-              help="Base image for the CPU image (default: images.base_image in the config).")  # fmt: skip
+@click.option(
+    "--llama-source",
+    type=click.Path(file_okay=False, exists=True),
+    default=None,
+    help="A local llama.cpp tree (air-gapped hosts).",
+)
+@click.option(
+    "--llama-ref",
+    default=None,
+    help="A llama.cpp release tag to download (default: the pinned release).",
+)
+@click.option(
+    "--base-image",
+    default=None,
+    help="Base image for the CPU image (default: images.base_image in the config).",
+)
 @click.option("--jobs", type=click.IntRange(1, 512), default=None, help="Parallel compile jobs.")
-@click.option("--allow-below-floor", is_flag=True,
-              help="Build a llama.cpp/vLLM version below its security floor anyway (recorded in "
-                   "the image as io.llmhost.floor_override; doctor reports it as a failure).")
+@click.option(
+    "--allow-below-floor",
+    is_flag=True,
+    help="Build a llama.cpp/vLLM version below its security floor anyway (recorded in "
+    "the image as io.llmhost.floor_override; doctor reports it as a failure).",
+)
 @pass_app
-def command(app: App, profile: str | None, llama_source: str | None, llama_ref: str | None,
-            base_image: str | None, jobs: int | None, allow_below_floor: bool) -> None:  # fmt: skip
+def command(
+    app: App,
+    profile: str | None,
+    llama_source: str | None,
+    llama_ref: str | None,
+    base_image: str | None,
+    jobs: int | None,
+    allow_below_floor: bool,
+) -> None:
     """Render the Dockerfiles from the plan and build them, streaming the build log."""
     from llmhost.build import DEFAULT_LLAMA_REF, build_images, fetch_release, local_source
     from llmhost.errors import LlmhostError
@@ -40,9 +60,18 @@ def command(app: App, profile: str | None, llama_source: str | None, llama_ref: 
         if not llama_source and not allow_below_floor:
             build_gate("llama-cpu", ref, allow_below_floor=False)  # refuse before downloading it
         source = local_source(llama_source) if llama_source else fetch_release(ref, click.echo)
-    built = build_images(plan, config, source=source, base_image=base_image, progress=click.echo,
-                         jobs=jobs, allow_below_floor=allow_below_floor)  # fmt: skip
+    built = build_images(
+        plan,
+        config,
+        source=source,
+        base_image=base_image,
+        progress=click.echo,
+        jobs=jobs,
+        allow_below_floor=allow_below_floor,
+    )
     for image in built:
         flags = image.labels.get("io.llmhost.llama.cmake_flags", "")
-        click.echo(f"{image.tag}: {image.image_id[:19]} in {image.seconds:.0f} s"
-                   + (f"\n  flags: {flags}" if flags else ""))  # fmt: skip
+        click.echo(
+            f"{image.tag}: {image.image_id[:19]} in {image.seconds:.0f} s"
+            + (f"\n  flags: {flags}" if flags else "")
+        )

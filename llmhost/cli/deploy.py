@@ -11,12 +11,25 @@ from llmhost.plan import make_plan
 
 @click.command("deploy")
 @PROFILE_OPTION
-@click.option("--timeout", "timeout_s", type=click.IntRange(10, 7200), default=600,
-              show_default=True, help="Seconds to wait for every service to become healthy.")  # fmt: skip
-@click.option("--bench/--no-bench", default=True, show_default=True,
-              help="Run the smoke benchmark once healthy.")  # fmt: skip
-@click.option("--no-hugepages", is_flag=True,
-              help="Start even if the hugepage pool is short (weights on normal pages).")  # fmt: skip
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.IntRange(10, 7200),
+    default=600,
+    show_default=True,
+    help="Seconds to wait for every service to become healthy.",
+)
+@click.option(
+    "--bench/--no-bench",
+    default=True,
+    show_default=True,
+    help="Run the smoke benchmark once healthy.",
+)
+@click.option(
+    "--no-hugepages",
+    is_flag=True,
+    help="Start even if the hugepage pool is short (weights on normal pages).",
+)
 @pass_app
 def command(app: App, profile: str | None, timeout_s: int, bench: bool, no_hugepages: bool) -> None:
     """Render the compose project from the plan, start it and wait until healthy."""
@@ -24,8 +37,14 @@ def command(app: App, profile: str | None, timeout_s: int, bench: bool, no_hugep
     facts = app.facts()
     plan = make_plan(facts, config, profile)
     click.echo(f"deploying {', '.join(s.name for s in plan.services)} (profile {plan.profile})")
-    deploy_lib.up(plan, config, facts, progress=click.echo, timeout_s=timeout_s,
-                  allow_no_hugepages=no_hugepages)  # fmt: skip
+    deploy_lib.up(
+        plan,
+        config,
+        facts,
+        progress=click.echo,
+        timeout_s=timeout_s,
+        allow_no_hugepages=no_hugepages,
+    )
     for svc in plan.services:
         click.echo(f"  {svc.name:<10} healthy on http://{svc.bind_address}:{svc.port}/v1")
     if bench:

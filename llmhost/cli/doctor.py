@@ -24,17 +24,22 @@ def command(app: App, profile: str | None, as_json: bool, snapshot: str | None) 
     facts = app.facts(snapshot)
     report = run_doctor(facts, config, profile, live=snapshot is None)
     if as_json:
-        echo_json({
-            "host": facts.hostname,
-            "source": facts.source,
-            "profile": profile,
-            "summary": report.counts(),
-            "checks": report.results,
-            "plan": report.plan,
-            "facts": facts,
-        })  # fmt: skip
+        echo_json(
+            {
+                "host": facts.hostname,
+                "source": facts.source,
+                "profile": profile,
+                "summary": report.counts(),
+                "checks": report.results,
+                "plan": report.plan,
+                "facts": facts,
+            }
+        )
     else:
         cpu = facts.cpu
-        render_doctor(report, f"llmhost doctor — {facts.hostname} ({facts.source}), "
-                              f"profile {profile}, {cpu.model_name}")  # fmt: skip
+        render_doctor(
+            report,
+            f"llmhost doctor — {facts.hostname} ({facts.source}), "
+            f"profile {profile}, {cpu.model_name}",
+        )
     raise SystemExit(report.exit_code)

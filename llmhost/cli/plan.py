@@ -22,8 +22,11 @@ from llmhost.plan import make_plan
     default=None,
     help="Write Ansible host_vars for this host (a .yml file, or a host_vars directory).",
 )
-@click.option("--host-files", is_flag=True,
-              help="Print the drop-in files llmhost owns for this plan, as JSON {path: content}.")  # fmt: skip
+@click.option(
+    "--host-files",
+    is_flag=True,
+    help="Print the drop-in files llmhost owns for this plan, as JSON {path: content}.",
+)
 @pass_app
 def command(
     app: App,

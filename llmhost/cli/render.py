@@ -59,7 +59,9 @@ def render_plan(plan: Plan) -> None:
             f"TORCH_CUDA_ARCH_LIST={b.torch_cuda_arch_list}, CUDA {b.cuda_version}"
         )
     for s in plan.services:
-        click.echo(f"  service {s.name:<9} {s.bind_address}:{s.port}  cpuset {s.cpuset}  "
-                   f"threads {s.threads}  image {s.image}")  # fmt: skip
+        click.echo(
+            f"  service {s.name:<9} {s.bind_address}:{s.port}  cpuset {s.cpuset}  "
+            f"threads {s.threads}  image {s.image}"
+        )
     for note in plan.notes:
         click.echo(f"  note: {note}")

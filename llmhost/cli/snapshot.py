@@ -14,8 +14,13 @@ from llmhost.sources import LiveSource, RecordingSource
 
 
 @click.command("snapshot")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), required=True,
-              help="Where to write the .tar.gz.")  # fmt: skip
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    required=True,
+    help="Where to write the .tar.gz.",
+)
 @pass_app
 def command(app: App, output: str) -> None:
     """Record /proc, /sys, nvidia-smi and docker inputs at their real paths in a tarball."""

@@ -21,7 +21,9 @@ def command(app: App, as_json: bool) -> None:
     elif not states:
         click.echo(f"nothing deployed in project {config.project!r}")
     for s in [] if as_json else states:
-        click.echo(f"{s.service:<10} {s.state:<8} {s.health or '-':<10} "
-                   f"{'port ' + str(s.port) if s.port else ''}  ({s.container})")  # fmt: skip
+        click.echo(
+            f"{s.service:<10} {s.state:<8} {s.health or '-':<10} "
+            f"{'port ' + str(s.port) if s.port else ''}  ({s.container})"
+        )
     bad = [s for s in states if s.state != "running" or s.health not in (None, "healthy")]
     raise SystemExit(1 if bad else 0)

@@ -12,7 +12,7 @@ IMAGE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
 
 
 def cmake_defines(flags: str) -> dict[str, str]:
-    """"-DGGML_AVX2=ON -DX=Y" -> {"GGML_AVX2": "ON", "X": "Y"}."""
+    """ "-DGGML_AVX2=ON -DX=Y" -> {"GGML_AVX2": "ON", "X": "Y"}."""
     defines = {}
     for token in flags.split():
         if token.startswith("-D") and "=" in token:

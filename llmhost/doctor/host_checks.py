@@ -116,6 +116,8 @@ def transparent_hugepages(ctx: Context) -> Finding:
     if mode is None:
         return skip("no transparent hugepage support")
     if mode == "never":
-        return warn("THP is 'never': anonymous buffers get 4 KiB pages",
-                    "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled")  # fmt: skip
+        return warn(
+            "THP is 'never': anonymous buffers get 4 KiB pages",
+            "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled",
+        )
     return ok(f"THP mode '{mode}'")

@@ -114,8 +114,12 @@ def image_floors(ctx: Context) -> Finding:
         tag, labels = IMAGES[service], image.labels
         override = labels.get(LABEL_FLOOR_OVERRIDE)
         if override:
-            findings.append(fail(f"{tag} was built below its security floor: {override}",
-                                 f"llmhost build --profile {_profile(service)}"))  # fmt: skip
+            findings.append(
+                fail(
+                    f"{tag} was built below its security floor: {override}",
+                    f"llmhost build --profile {_profile(service)}",
+                )
+            )
             continue
         if service == "vllm-gpu":
             version, component, scopes = labels.get(LABEL_VLLM_VERSION), "vllm", frozenset()
@@ -123,14 +127,19 @@ def image_floors(ctx: Context) -> Finding:
             version, component = labels.get(LABEL_LLAMA_VERSION), "llama-cpp"
             scopes = scopes_of(labels.get(LABEL_CMAKE, ""))
         if not version:
-            findings.append(warn(f"{tag} has no version label (built before llmhost recorded it)",
-                                 f"llmhost build --profile {_profile(service)}"))  # fmt: skip
+            findings.append(
+                warn(
+                    f"{tag} has no version label (built before llmhost recorded it)",
+                    f"llmhost build --profile {_profile(service)}",
+                )
+            )
             continue
         verdict = check(component, version, scopes)
         finding = _finding(verdict, f"{tag}: ")
         if verdict.state is not State.OK:
-            finding = Finding(finding.status, finding.detail,
-                              f"llmhost build --profile {_profile(service)}")  # fmt: skip
+            finding = Finding(
+                finding.status, finding.detail, f"llmhost build --profile {_profile(service)}"
+            )
         findings.append(finding)
     return _combine(findings, "no llmhost images built")
 
@@ -178,16 +187,25 @@ def gpu_images(ctx: Context) -> Finding:
             sass, ptx = parse_torch_arch_list(labels.get(LABEL_TORCH, ""))
             what = f"{tag} (torch)"
         if sass is None or (not sass and not ptx and service == "vllm-gpu"):
-            findings.append(warn(f"{what}: machine code not verified (built before llmhost "
-                                 "checked it, or the check could not run)",
-                                 f"llmhost build --profile {_profile(service)}"))  # fmt: skip
+            findings.append(
+                warn(
+                    f"{what}: machine code not verified (built before llmhost "
+                    "checked it, or the check could not run)",
+                    f"llmhost build --profile {_profile(service)}",
+                )
+            )
         else:
             for cc in caps:
                 findings.append(_from_check(machine_code_check(sass, ptx or (), cc, what)))
         if LABEL_COMPAT in labels:
             on_path = labels.get(LABEL_COMPAT_ON_PATH) == "true"
-            findings.append(_from_check(forward_compat_check(
-                labels[LABEL_COMPAT], gpu.driver_version, names, on_path, tag)))  # fmt: skip
+            findings.append(
+                _from_check(
+                    forward_compat_check(
+                        labels[LABEL_COMPAT], gpu.driver_version, names, on_path, tag
+                    )
+                )
+            )
     problems = [f for f in findings if f.status is not Status.OK]
     if problems:
         return _combine(problems, "")

@@ -6,7 +6,6 @@ artefact is made locally once and cached under $LLMHOST_CACHE (default ~/.cache/
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -22,14 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import jinja2
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = REPO_ROOT / "templates"
 DEFAULT_BASE_IMAGE = "llmhost/debian:bookworm"
 DEFAULT_LLAMA_PY_VERSION = "0.3.36"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
-DOCKERFILE_DIGEST_LABEL = "io.llmhost.test.dockerfile-sha256"
 
 # Paths of the llama.cpp tree that a server build never reads; kept out of the build context.
 LLAMA_DOCKERIGNORE = """\
@@ -310,112 +306,41 @@ def ensure_tiny_gguf(preset: str = "tiny", tensor_type: str = "q8_0") -> Path:
     return path
 
 
-def template_env() -> jinja2.Environment:
-    """The Jinja environment the build code renders templates/ with (strict, no autoescape)."""
-    return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
+_BUILT_IMAGES: dict[str, str] = {}
 
 
-def render_template(name: str, **values: object) -> str:
-    return template_env().get_template(name).render(**values)
-
-
-# /proc/cpuinfo flag -> ggml CMake option, for building an image that matches this host.
-X86_ISA_OPTIONS: dict[str, str] = {
-    "sse4_2": "GGML_SSE42",
-    "avx": "GGML_AVX",
-    "avx2": "GGML_AVX2",
-    "fma": "GGML_FMA",
-    "f16c": "GGML_F16C",
-    "bmi2": "GGML_BMI2",
-    "avx_vnni": "GGML_AVX_VNNI",
-    "avx512f": "GGML_AVX512",
-    "avx512vbmi": "GGML_AVX512_VBMI",
-    "avx512_vnni": "GGML_AVX512_VNNI",
-    "avx512_bf16": "GGML_AVX512_BF16",
-    "amx_tile": "GGML_AMX_TILE",
-    "amx_int8": "GGML_AMX_INT8",
-    "amx_bf16": "GGML_AMX_BF16",
-}
-# GGML_AVX512 compiles with -mavx512f/cd/vl/dq/bw, so all five must be present.
-_AVX512_BASE = {"avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"}
-
-
-def host_isa(cpuinfo: str | None = None) -> list[str]:
-    """cpuinfo flags of this host that ggml has a build option for, in table order."""
-    text = cpuinfo if cpuinfo is not None else Path("/proc/cpuinfo").read_text()
-    flags: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    if not flags >= _AVX512_BASE:
-        flags -= {f for f in flags if f.startswith("avx512")}
-    return [flag for flag in X86_ISA_OPTIONS if flag in flags]
-
-
-def isa_cmake_flags(isa: list[str]) -> list[str]:
-    """Every x86 option named explicitly, so the result does not depend on ggml's defaults."""
-    return ["-DGGML_NATIVE=OFF"] + [
-        f"-D{option}={'ON' if flag in isa else 'OFF'}" for flag, option in X86_ISA_OPTIONS.items()
-    ]
-
-
-def image_label(tag: str, key: str) -> str | None:
-    out = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", tag],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        return None
-    return (json.loads(out.stdout) or {}).get(key)
-
-
-def ensure_llama_cpu_image(
-    tag: str = "llmhost/llama-cpu:test", *, jobs: int | None = None, log: Path | None = None
-) -> str:
-    """Build the CPU llama.cpp image for this host's ISA unless `tag` was built from the same
-    Dockerfile (a label records its digest, so a template change triggers a rebuild)."""
+def ensure_llama_cpu_image(log: Path | None = None) -> str:
+    """The product's CPU image, built the way a user builds it: `llmhost build --profile cpu`
+    from the vendored tree on the local base image. Once per process; Docker's layer cache makes
+    a repeat in another process cheap."""
+    if "cpu" in _BUILT_IMAGES:
+        return _BUILT_IMAGES["cpu"]
     ensure_dockerd()
     base = ensure_base_image()
     tree = ensure_llama_source()
-    source = llama_source_info(tree)
-    isa = host_isa()
-    dockerfile = render_template(
-        "llama-cpu.Dockerfile.j2",
-        base_image=base,
-        cmake_flags=isa_cmake_flags(isa) + source.build_info_flags,
-        labels={
-            "org.opencontainers.image.title": "llmhost llama.cpp server (CPU)",
-            "org.opencontainers.image.source": "https://github.com/ggml-org/llama.cpp",
-            "org.opencontainers.image.revision": source.commit,
-            "org.opencontainers.image.version": source.version_label,
-            "org.opencontainers.image.licenses": "MIT",
-            "io.llmhost.llama.version": source.version_label,
-            "io.llmhost.profile": "test-host",
-            "io.llmhost.isa": ",".join(isa),
-        },
-        jobs=jobs or os.cpu_count() or 1,
-    )
-    digest = hashlib.sha256(dockerfile.encode()).hexdigest()
-    if image_label(tag, DOCKERFILE_DIGEST_LABEL) == digest:
-        return tag
-    dockerfile_path = tree.parent / "llama-cpu.Dockerfile"
-    dockerfile_path.write_text(dockerfile)
-    cmd = ["docker", "build", "--label", f"{DOCKERFILE_DIGEST_LABEL}={digest}"]
-    cmd += ["-f", str(dockerfile_path), "-t", tag, str(tree.parent)]
-    env = dict(os.environ, DOCKER_BUILDKIT="0")  # buildx is not installed here; be explicit
-    if log is None:
-        _run(cmd, env=env)
-    else:
-        _run_logged(cmd, env, log)
-    return tag
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "llmhost.yaml"
+        config.write_text("inference_cores: 1\n")  # the image does not depend on the core count
+        cmd = [
+            sys.executable,
+            "-m",
+            "llmhost.cli.main",
+            "--config",
+            str(config),
+            "build",
+            "--profile",
+            "cpu",
+            "--llama-source",
+            str(tree),
+            "--base-image",
+            base,
+        ]
+        if log is None:
+            _run(cmd, capture_output=True)
+        else:
+            _run_logged(cmd, dict(os.environ), log)
+    _BUILT_IMAGES["cpu"] = "llmhost/llama-cpu:latest"
+    return _BUILT_IMAGES["cpu"]
 
 
 def _run_logged(cmd: list[str], env: dict[str, str], log: Path) -> None:
@@ -509,3 +434,30 @@ def llama_server_container(
         yield server
     finally:
         subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=False)
+
+
+def ensure_llama_server_binary() -> Path:
+    """llama-server copied out of the product image, to run natively on this (Debian 12) host:
+    the bench client's timing tests need a server process they can start and kill themselves."""
+    image = ensure_llama_cpu_image()
+    dest = cache_dir() / "from-image"
+    binary = dest / "app" / "llama-server"
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stamp = dest / "image-id"
+    if binary.exists() and stamp.exists() and stamp.read_text() == image_id:
+        return binary
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    name = f"llmhost-extract-{os.getpid()}"
+    _run(["docker", "create", "--name", name, image], capture_output=True)
+    try:
+        _run(["docker", "cp", f"{name}:/app", str(dest / "app")], capture_output=True)
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
+    stamp.write_text(image_id)
+    return binary

@@ -32,8 +32,14 @@ def _prereq(what: str, exc: Exception) -> None:
 
 
 def llmhost(*args: str, env: dict[str, str], check: bool = False, timeout: float = 1800):
-    proc = subprocess.run([sys.executable, "-m", "llmhost.cli.main", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "llmhost.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and proc.returncode != 0:
         pytest.fail(f"llmhost {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -87,18 +93,21 @@ def e2e_env(workdir: Path) -> Iterator[dict[str, str]]:
         f"services:\n  llama-cpu:\n    port: {PORT}\n    model: tiny.gguf\n    ctx_size: 1024\n"
         "bench: {requests: 6, max_tokens: 32, warmup: 1}\n"
     )
-    env = {**os.environ, "LLMHOST_CONFIG": str(config), "LLMHOST_STATE_DIR": str(workdir / "st"),
-           "E2E_BASE_IMAGE": base, "E2E_LLAMA_SOURCE": str(source)}  # fmt: skip
+    env = {
+        **os.environ,
+        "LLMHOST_CONFIG": str(config),
+        "LLMHOST_STATE_DIR": str(workdir / "st"),
+        "E2E_BASE_IMAGE": base,
+        "E2E_LLAMA_SOURCE": str(source),
+    }
     yield env
     llmhost("down", env=env)
 
 
 @pytest.fixture(scope="session")
 def built(e2e_env: dict[str, str]) -> dict[str, str]:
-    """`llmhost build --profile cpu` once per session (Docker's layer cache makes reruns cheap)."""
-    proc = llmhost("build", "--profile", "cpu", "--llama-source", e2e_env["E2E_LLAMA_SOURCE"],
-                   "--base-image", e2e_env["E2E_BASE_IMAGE"], env=e2e_env, check=True)  # fmt: skip
-    assert "built llmhost/llama-cpu:latest" in proc.stdout
+    """`llmhost build --profile cpu` from the vendored tree, once per test run."""
+    assert infra.ensure_llama_cpu_image() == "llmhost/llama-cpu:latest"
     return e2e_env
 
 
@@ -115,24 +124,42 @@ def hugepages_for_plan(built: dict[str, str]) -> Iterator[int]:
 
 
 def containers(project: str = PROJECT) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-a", "-q", "--filter",
-                          f"label=com.docker.compose.project={project}"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project={project}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return out.split()
 
 
 def test_image_labels_record_the_plan(built: dict[str, str]) -> None:
     plan = json.loads(llmhost("plan", "--json", env=built, check=True).stdout)
-    labels = json.loads(subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{json .Config.Labels}}", "llmhost/llama-cpu:latest"],
-        capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    labels = json.loads(
+        subprocess.run(
+            [
+                "docker",
+                "image",
+                "inspect",
+                "-f",
+                "{{json .Config.Labels}}",
+                "llmhost/llama-cpu:latest",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     for flag in plan["build"]["llama_cpu_cmake_flags"]:
         assert flag in labels["io.llmhost.llama.cmake_flags"].split()
     assert labels["io.llmhost.profile"] == "cpu"
     assert labels["io.llmhost.llama.commit"]
-    user = subprocess.run(["docker", "image", "inspect", "-f", "{{.Config.User}}",
-                           "llmhost/llama-cpu:latest"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    user = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Config.User}}", "llmhost/llama-cpu:latest"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert user == "10001:10001"
 
 
@@ -146,11 +173,23 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
 
     status = llmhost("status", "--json", env=env, check=True)
     (state,) = json.loads(status.stdout)
-    assert (state["service"], state["state"], state["health"]) == ("llama-cpu", "running",
-                                                                   "healthy")  # fmt: skip
+    assert (state["service"], state["state"], state["health"]) == (
+        "llama-cpu",
+        "running",
+        "healthy",
+    )
 
-    bench = llmhost("bench", "--service", "llama-cpu", "--json", "--requests", "4",
-                    "--out", env["LLMHOST_STATE_DIR"], env=env)  # fmt: skip
+    bench = llmhost(
+        "bench",
+        "--service",
+        "llama-cpu",
+        "--json",
+        "--requests",
+        "4",
+        "--out",
+        env["LLMHOST_STATE_DIR"],
+        env=env,
+    )
     report = json.loads(bench.stdout)
     run = report["runs"][0]
     assert run["summary"]["completed"] == 4 and run["summary"]["total_output_tokens"] > 0
@@ -175,8 +214,9 @@ def test_bench_agrees_with_server_timings(built: dict[str, str], hugepages_for_p
     from tests.test_bench_client import FIXED_LENGTH, assert_agrees_with_server_timings
 
     llmhost("deploy", "--profile", "cpu", "--no-bench", env=built, check=True)
-    result = run_bench(f"http://127.0.0.1:{PORT}", requests=4, max_tokens=24,
-                       extra_body=FIXED_LENGTH)  # fmt: skip
+    result = run_bench(
+        f"http://127.0.0.1:{PORT}", requests=4, max_tokens=24, extra_body=FIXED_LENGTH
+    )
     for record in result.records:
         assert_agrees_with_server_timings(record, 24)
 
