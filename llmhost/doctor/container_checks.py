@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
+from llmhost.image_checks import cmake_defines
 from llmhost.plan import BuildPlan
 
 LABEL_PROFILE = "io.llmhost.profile"
 LABEL_CMAKE = "io.llmhost.llama.cmake_flags"
 LABEL_CUDA_ARCH = "io.llmhost.cuda.architectures"
 IMAGE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
-
-
-def cmake_defines(flags: str) -> dict[str, str]:
-    """ "-DGGML_AVX2=ON -DX=Y" -> {"GGML_AVX2": "ON", "X": "Y"}."""
-    defines = {}
-    for token in flags.split():
-        if token.startswith("-D") and "=" in token:
-            key, _, value = token[2:].partition("=")
-            defines[key.split(":")[0]] = value
-    return defines
 
 
 def flag_mismatches(label: str, build: BuildPlan) -> list[str]:
