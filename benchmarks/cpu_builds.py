@@ -54,8 +54,10 @@ def build(source: Path, name: str, flags: list[str], work: Path, jobs: int) -> t
     subprocess.run(["cmake", "-S", str(source), "-B", str(out), *COMMON, *flags], check=True,
                    capture_output=True)  # fmt: skip
     targets = ["llama-bench"]
-    if name == "official":
-        targets.append("ggml-cpu")  # the dynamically loaded per-ISA variants
+    if name == "official":  # plus every dynamically loaded ggml-cpu-<isa> variant
+        listing = subprocess.run(["cmake", "--build", str(out), "--target", "help"],
+                                 capture_output=True, text=True, check=True).stdout  # fmt: skip
+        targets += sorted({w.strip(".:") for w in listing.split() if w.startswith("ggml-cpu-")})
     proc = subprocess.run(
         ["cmake", "--build", str(out), "-j", str(jobs), "--target", *targets],
         capture_output=True,
@@ -63,9 +65,6 @@ def build(source: Path, name: str, flags: list[str], work: Path, jobs: int) -> t
     )
     if proc.returncode != 0:
         raise SystemExit(f"build {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    if name == "official":  # ALL_VARIANTS builds every ggml-cpu-* backend library
-        subprocess.run(["cmake", "--build", str(out), "-j", str(jobs)], check=True,
-                       capture_output=True)  # fmt: skip
     return bench, time.monotonic() - start
 
 
@@ -105,7 +104,9 @@ def main() -> None:
     for rnd in range(ns.rounds):
         for model in ns.model:
             for name, info in builds.items():
-                for test, values in run_bench(Path(info["bench"]), model, threads, ns.n_gen).items():
+                for test, values in run_bench(
+                    Path(info["bench"]), model, threads, ns.n_gen
+                ).items():
                     samples.setdefault(model.name, {}).setdefault(name, {}).setdefault(
                         test, []
                     ).extend(values)
