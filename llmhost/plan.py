@@ -234,14 +234,14 @@ def plan_hugepages(
         need = (mem.weights_bytes + mem.kv_cache_bytes + mem.compute_bytes) * (
             1 + hp.headroom_pct / 100
         )
-        pages = math.ceil(need / (HUGEPAGE_KB * 1024))
+        pages = math.ceil(need / (HUGEPAGE_KB * 1024)) + HUGEPAGE_SLACK_PAGES
         models = (mem,)
         mib = 1024 * 1024
         reason = (
             f"{Path(header.path).name}: weights {mem.weights_bytes / mib:.0f} MiB + KV cache "
             f"{mem.kv_cache_bytes / mib:.0f} MiB ({svc.ctx_size} tokens x {svc.parallel} slots, "
             f"{svc.cache_type}) + compute {mem.compute_bytes / mib:.0f} MiB, "
-            f"+{hp.headroom_pct:g}% headroom"
+            f"+{hp.headroom_pct:g}% headroom + {HUGEPAGE_SLACK_PAGES} pages for glibc's heap"
         )
     limit = int(total_ram_kb * MAX_HUGEPAGE_RAM_FRACTION / HUGEPAGE_KB)
     if total_ram_kb and pages > limit:
@@ -326,7 +326,11 @@ LLAMA_PORT, VLLM_PORT = 8080, 8000
 # glibc >= 2.35 serves malloc from the reserved 2 MiB pool (ggml's CPU buffers use
 # posix_memalign); with `--load-mode none` the weights are read into those buffers instead
 # of the page cache.
-HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2"}
+# arena_max=1: without it glibc gives every allocating thread its own 8 MiB heap from the pool.
+HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2:glibc.malloc.arena_max=1"}
+# Pages beyond the model's own needs: glibc's main heap and small allocations also come from
+# the pool once the tunable is on (measured: ~16 pages for llama-server on a tiny model).
+HUGEPAGE_SLACK_PAGES = 16
 
 
 def _llama_args(

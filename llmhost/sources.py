@@ -35,7 +35,17 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 # Docker Engine API calls (through the docker SDK), stored as JSON like `docker info`.
-DOCKER_CALLS = ("docker-info", "docker-version", "docker-images", "docker-containers")
+DOCKER_CALLS = (
+    "docker-info",
+    "docker-version",
+    "docker-images",
+    "docker-containers",
+    "docker-inspect-llmhost",
+)
+# What `docker-inspect-llmhost` keeps of each running llmhost container's inspect JSON: enough
+# to find its processes, never its environment (LLAMA_API_KEY lives there) beyond these keys.
+INSPECT_ENV_KEYS = ("GLIBC_TUNABLES", "LLAMA_ARG_LOAD_MODE", "LLAMA_ARG_MLOCK")
+INSPECT_LABELS = ("com.docker.compose.project", "com.docker.compose.service", "io.llmhost.service")
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,9 @@ def _docker_call(key: str) -> CommandOutput:
             data = client.images(filters={"label": "io.llmhost.profile"})
         elif key == "docker-containers":
             data = client.containers(all=True, filters={"label": "com.docker.compose.project"})
+        elif key == "docker-inspect-llmhost":
+            ours = client.containers(filters={"label": "io.llmhost.service", "status": "running"})
+            data = [_inspect_summary(client.inspect_container(c["Id"])) for c in ours]
         else:
             raise KeyError(key)
         client.close()
@@ -102,6 +115,30 @@ def _docker_call(key: str) -> CommandOutput:
     except OSError as exc:
         return CommandOutput(error=_docker_error_sentence(exc))
     return CommandOutput(stdout=json.dumps(data, sort_keys=True))
+
+
+def _inspect_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a container's inspect JSON the live checks read; no secrets."""
+    state, config = data.get("State") or {}, data.get("Config") or {}
+    health = state.get("Health") or {}
+    labels = config.get("Labels") or {}
+    return {
+        "Id": data.get("Id"),
+        "Name": data.get("Name"),
+        "State": {
+            "Pid": state.get("Pid"),
+            "Status": state.get("Status"),
+            "Health": {
+                "Status": health.get("Status"),
+                "Log": [{"ExitCode": h.get("ExitCode")} for h in health.get("Log") or []],
+            },
+        },
+        "HostConfig": {"CpusetCpus": (data.get("HostConfig") or {}).get("CpusetCpus")},
+        "Config": {
+            "Env": [e for e in config.get("Env") or [] if e.split("=")[0] in INSPECT_ENV_KEYS],
+            "Labels": {k: v for k, v in labels.items() if k in INSPECT_LABELS},
+        },
+    }
 
 
 def _docker_error_sentence(exc: BaseException) -> str:

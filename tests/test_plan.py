@@ -9,7 +9,7 @@ from llmhost.config import Config, HugepagesConfig, ServiceConfig
 from llmhost.facts import gather
 from llmhost.facts.cpu import L3Domain, gather_cpu
 from llmhost.models import read_model_header
-from llmhost.plan import PlanError, choose_cores, make_plan, model_memory
+from llmhost.plan import HUGEPAGE_SLACK_PAGES, PlanError, choose_cores, make_plan, model_memory
 from llmhost.sources import LiveSource
 from tests.support import CPUINFO, write_host_tree
 
@@ -157,7 +157,7 @@ def test_hugepages_sized_from_model(tmp_path):
     plan = make_plan(facts, config, "cpu")
     (mem,) = plan.hugepages.models
     need = (mem.weights_bytes + mem.kv_cache_bytes + mem.compute_bytes) * 1.10
-    assert plan.hugepages.pages == -(-int(need) // (2 * 2**20))
+    assert plan.hugepages.pages == -(-int(need) // (2 * 2**20)) + HUGEPAGE_SLACK_PAGES
     assert "m.gguf" in plan.hugepages.reason and "headroom" in plan.hugepages.reason
     assert plan.service("llama-cpu").args[:2] == ("--model", "/models/m.gguf")
     # gpu profile: weights live on the GPU; disabled: nothing.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmhost.doctor import container_checks as cc
 from llmhost.doctor import gpu_checks as gc
 from llmhost.doctor import host_checks as hc
+from llmhost.doctor import live_checks as lc
 from llmhost.doctor import version_checks as vc
 from llmhost.doctor.result import CheckFn
 
@@ -30,4 +31,8 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
     ("security.images", "Image versions vs security floors", vc.image_floors),
     ("images.cpu_isa", "CPU image instruction sets on this CPU", vc.cpu_image_isa),
     ("images.gpu_code", "GPU images: machine code, CUDA, driver", vc.gpu_images),
+    ("live.hugepages", "Weights on 2 MiB pages (running server)", lc.weights_on_hugepages),
+    ("live.threads", "Compute threads on planned CPUs (running server)", lc.threads_pinned),
+    ("live.pool_used", "Reserved hugepage pool in use", lc.pool_used),
+    ("live.mlock", "mlock in effect (running servers)", lc.mlock_effective),
 )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from llmhost.facts.containers import ContainerFacts, gather_containers
@@ -12,6 +12,7 @@ from llmhost.facts.cpu import CpuFacts, gather_cpu
 from llmhost.facts.gpu import GpuFacts, gather_gpu
 from llmhost.facts.kernel import KernelFacts, gather_kernel
 from llmhost.facts.memory import MemoryFacts, gather_memory
+from llmhost.facts.processes import ProcessFacts, gather_processes
 from llmhost.sources import Source
 
 
@@ -24,6 +25,7 @@ class HostFacts:
     kernel: KernelFacts
     gpu: GpuFacts
     containers: ContainerFacts
+    processes: ProcessFacts = field(default_factory=ProcessFacts)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -51,6 +53,7 @@ def gather(source: Source, *, containers: bool = True) -> HostFacts:
         kernel=gather_kernel(source),
         gpu=gather_gpu(source),
         containers=gather_containers(source) if containers else _no_containers(),
+        processes=gather_processes(source) if containers else ProcessFacts(error="not inspected"),
     )
 
 
