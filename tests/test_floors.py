@@ -200,3 +200,21 @@ def test_role_defaults(capsys):
     assert defaults["llama_cpp_pin"] == "b10864"
     assert main(["--ansible"]) == 0
     assert json.loads(capsys.readouterr().out) == defaults
+
+
+def test_ansible_role_defaults_carry_the_same_floors():
+    """The nvidia_container_toolkit role's default is the floors file's value, not a copy that
+    can drift: `python -m llmhost.floors --ansible` is what a role would look up."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+
+    floors = json.loads(subprocess.run([sys.executable, "-m", "llmhost.floors", "--ansible"],
+                                       capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    defaults = Path(__file__).parents[1] / "roles/nvidia_container_toolkit/defaults/main.yml"
+    role = yaml.safe_load(defaults.read_text())
+    key = "nvidia_container_toolkit_min_version"
+    assert role[key] == floors[key]
