@@ -212,8 +212,14 @@ def test_ansible_role_defaults_carry_the_same_floors():
 
     import yaml
 
-    floors = json.loads(subprocess.run([sys.executable, "-m", "llmhost.floors", "--ansible"],
-                                       capture_output=True, text=True, check=True).stdout)  # fmt: skip
+    floors = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "llmhost.floors", "--ansible"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     defaults = Path(__file__).parents[1] / "roles/nvidia_container_toolkit/defaults/main.yml"
     role = yaml.safe_load(defaults.read_text())
     key = "nvidia_container_toolkit_min_version"
