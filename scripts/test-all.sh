@@ -26,5 +26,6 @@ if ! docker compose version >/dev/null 2>&1; then
 fi
 
 export LLMHOST_E2E="${LLMHOST_E2E:-1}"   # e2e tests fail (not skip) when infrastructure is missing
+export LLMHOST_ANSIBLE="${LLMHOST_ANSIBLE:-1}"   # site.yml provisions this (disposable) host for real
 python3 -m ruff check llmhost tests benchmarks scripts
 exec python3 -m pytest -v -rs "$@"

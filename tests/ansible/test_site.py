@@ -415,7 +415,7 @@ def test_docker_role_starts_dockerd_without_systemd(ci: Inputs) -> None:
     assert not infra.docker_available()
     run = site(ci, "--tags", "docker")
     assert run.rc == 0, run.tail()
-    assert "Start dockerd in the background" in run.changed_tasks()
+    assert "docker : Start dockerd in the background" in run.changed_tasks()
     assert infra.docker_available()
     again = site(ci, "--tags", "docker")
     assert again.rc == 0 and again.recap["changed"] == 0, again.changed_tasks()
