@@ -33,6 +33,14 @@ def assert_one_clear_line(result, code, text):
     assert text in lines[0]
 
 
+@pytest.fixture(autouse=True)
+def _no_host_config(tmp_path, monkeypatch):
+    """A provisioned host's /etc/llmhost/llmhost.yaml must not change these tests' defaults."""
+    empty = tmp_path / "llmhost-empty.yaml"
+    empty.write_text("")
+    monkeypatch.setenv("LLMHOST_CONFIG", str(empty))
+
+
 @pytest.fixture
 def config(tmp_path):
     path = tmp_path / "llmhost.yaml"
