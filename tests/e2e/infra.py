@@ -27,21 +27,6 @@ DEFAULT_BASE_IMAGE = "llmhost/debian:bookworm"
 DEFAULT_LLAMA_PY_VERSION = "0.3.36"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
-# Paths of the llama.cpp tree that a server build never reads; kept out of the build context.
-LLAMA_DOCKERIGNORE = """\
-llama.cpp/models
-llama.cpp/docs
-llama.cpp/media
-llama.cpp/tests
-llama.cpp/examples
-llama.cpp/pocs
-llama.cpp/benches
-llama.cpp/tools/ui/tests
-llama.cpp/.github
-llama.cpp/build
-"""
-
-
 # What Debian's official images configure: no package caches or translations left in layers.
 APT_DOCKER_CLEAN = """\
 DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/*.bin || true"; };
@@ -54,32 +39,6 @@ Acquire::Languages "none";
 
 class InfraError(RuntimeError):
     """A prerequisite could not be prepared; the message says what to do."""
-
-
-@dataclass(frozen=True)
-class LlamaSource:
-    """A llama.cpp tree extracted from a llama-cpp-python sdist, with what is known of its version.
-
-    The sdist carries the submodule's git metadata (a shallow clone), so the commit is exact but
-    the build number (`bNNNN`, a commit count) is not recoverable offline.
-    """
-
-    tree: Path
-    package_version: str
-    commit: str
-    commit_date: str
-    llama_version: str
-    ggml_version: str
-
-    @property
-    def version_label(self) -> str:
-        """Value for io.llmhost.llama.version: CMake version plus the commit as build metadata."""
-        return f"{self.llama_version}+{self.commit[:9]}"
-
-    @property
-    def build_info_flags(self) -> list[str]:
-        """CMake flags that make `llama-server --version` report the commit instead of 'unknown'."""
-        return [f"-DLLAMA_BUILD_COMMIT={self.commit[:9]}", "-DLLAMA_BUILD_NUMBER=0"]
 
 
 def cache_dir() -> Path:
@@ -253,7 +212,7 @@ def _extract_llama_tree(sdist: Path, version: str, dest: Path) -> dict[str, str]
 def ensure_llama_source(version: str = DEFAULT_LLAMA_PY_VERSION) -> Path:
     """Return the llama.cpp tree vendored by llama-cpp-python `version`, extracting it once.
 
-    Its parent directory is a ready Docker build context (it has a .dockerignore).
+    `llmhost build --llama-source` builds from it (its context excludes come from llmhost.build).
     """
     root = cache_dir() / "llama-src" / version
     done = root / "source.json"
@@ -264,7 +223,6 @@ def ensure_llama_source(version: str = DEFAULT_LLAMA_PY_VERSION) -> Path:
         shutil.rmtree(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     facts = _extract_llama_tree(_sdist_path(version), version, root)
-    (root / ".dockerignore").write_text(LLAMA_DOCKERIGNORE)
     done.write_text(json.dumps(facts, indent=2) + "\n")
     _mark_tree(root / "llama.cpp", facts)
     return root / "llama.cpp"
@@ -282,11 +240,6 @@ def _mark_tree(tree: Path, facts: dict[str, str]) -> None:
         marker.write_text(
             f"llama-cpp-python-{facts['package_version']}-vendor-{facts['commit'][:9]}\n"
         )
-
-
-def llama_source_info(tree: Path) -> LlamaSource:
-    facts = json.loads((tree.parent / "source.json").read_text())
-    return LlamaSource(tree=tree, **facts)
 
 
 def ensure_tiny_gguf(preset: str = "tiny", tensor_type: str = "q8_0") -> Path:
