@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,15 @@ class Run:
             raise AssertionError(f"no PLAY RECAP in the output:\n{self.tail()}")
         return {k: int(v) for k, v in match[-1].groupdict().items() if k != "host"}
 
+    @property
+    def recaps(self) -> dict[str, dict[str, int]]:
+        """Per host, from the last PLAY RECAP (several hosts: an inventory of guests)."""
+        if "PLAY RECAP" not in self.output:
+            raise AssertionError(f"no PLAY RECAP in the output:\n{self.tail()}")
+        section = self.output[self.output.rindex("PLAY RECAP"):]
+        return {m["host"]: {k: int(v) for k, v in m.groupdict().items() if k != "host"}
+                for m in RECAP.finditer(section)}  # fmt: skip
+
     def tail(self, lines: int = 80) -> str:
         return "\n".join(self.output.splitlines()[-lines:])
 
@@ -97,18 +107,32 @@ def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def ansible_playbook(playbook: str | Path, *args: str, extra_vars: dict[str, Any] | None = None,
                      vars_file: Path | None = None, env: dict[str, str] | None = None,
-                     timeout: float = 3600) -> Run:  # fmt: skip
-    """ansible-playbook from the repository root (its ansible.cfg and local inventory)."""
+                     timeout: float = 3600,
+                     on_line: Callable[[str], None] | None = None) -> Run:  # fmt: skip
+    """ansible-playbook from the repository root (its ansible.cfg and local inventory).
+    With `on_line`, every output line is handed to it as it is printed (to act mid-run)."""
     cmd = [sys.executable, "-m", "ansible.cli.playbook", str(playbook), *args]
     if vars_file is not None:
         cmd += ["-e", f"@{vars_file}"]
     if extra_vars:
         cmd += ["-e", json.dumps(extra_vars)]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=REPO, env=_env(env), capture_output=True, text=True,
-                          timeout=timeout, check=False)  # fmt: skip
-    return Run(tuple(cmd[3:]), proc.returncode, proc.stdout + proc.stderr,
-               time.monotonic() - start)
+    if on_line is None:
+        proc = subprocess.run(cmd, cwd=REPO, env=_env(env), capture_output=True, text=True,
+                              timeout=timeout, check=False)  # fmt: skip
+        return Run(tuple(cmd[3:]), proc.returncode, proc.stdout + proc.stderr,
+                   time.monotonic() - start)
+    lines: list[str] = []
+    with subprocess.Popen(cmd, cwd=REPO, env=_env(env), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True) as stream:  # fmt: skip
+        assert stream.stdout is not None
+        for line in stream.stdout:
+            lines.append(line)
+            on_line(line)
+            if time.monotonic() - start > timeout:
+                stream.kill()
+        rc = stream.wait()
+    return Run(tuple(cmd[3:]), rc, "".join(lines), time.monotonic() - start)
 
 
 def run_module(module: str, args: dict[str, Any], tmp: Path, *, library: Path,

@@ -32,6 +32,12 @@ options:
     description: Directory on the controller that receives C(llmhost-src-<fingerprint>.tar.gz).
     type: path
     required: true
+  wheelhouse:
+    description:
+      - Controller directory of wheels (llmhost's dependencies and its build backend) packed
+        into the bundle under C(wheelhouse/), for targets that install with no package index.
+    type: path
+    default: ""
 author: llmhost
 """
 
@@ -61,8 +67,8 @@ SKIP_SUFFIXES = (".pyc", ".pyo", ".tmp", ".partial", ".swp")
 FIXED_MTIME = 315532800
 
 
-def source_files(src: str) -> list[str]:
-    """Relative paths to pack, sorted, so the bundle never depends on directory order."""
+def source_files(src: str, wheelhouse: str = "") -> list[tuple[str, str]]:
+    """(path in the bundle, path on the controller), sorted, so directory order never matters."""
     found = []
     for top in INCLUDE:
         path = os.path.join(src, top)
@@ -77,14 +83,17 @@ def source_files(src: str) -> list[str]:
             for name in [*files, *links]:
                 if not name.endswith(SKIP_SUFFIXES):
                     found.append(os.path.relpath(os.path.join(root, name), src))
-    return sorted(found)
+    packed = [(rel, os.path.join(src, rel)) for rel in found]
+    if wheelhouse:
+        wheels = sorted(n for n in os.listdir(wheelhouse) if n.endswith((".whl", ".tar.gz")))
+        packed += [(f"wheelhouse/{n}", os.path.join(wheelhouse, n)) for n in wheels]
+    return sorted(packed)
 
 
-def fingerprint(src: str, files: list[str]) -> str:
+def fingerprint(files: list[tuple[str, str]]) -> str:
     digest = hashlib.sha256()
-    for rel in files:
+    for rel, path in files:
         digest.update(rel.encode() + b"\0")
-        path = os.path.join(src, rel)
         if os.path.islink(path):
             digest.update(b"link:" + os.readlink(path).encode())
         else:
@@ -100,11 +109,11 @@ def read_version(src: str) -> str:
     return match.group(1) if match else "unknown"
 
 
-def write_bundle(src: str, files: list[str], bundle: str) -> None:
-    raw = io.BytesIO()
-    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for rel in files:
-            source = os.path.join(src, rel)
+def write_bundle(files: list[tuple[str, str]], bundle: str) -> None:
+    partial = bundle + ".partial"
+    with open(partial, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for rel, source in files:
             info = tarfile.TarInfo(rel)
             info.mtime, info.uid, info.gid = FIXED_MTIME, 0, 0
             info.uname = info.gname = "root"
@@ -116,29 +125,30 @@ def write_bundle(src: str, files: list[str], bundle: str) -> None:
                 data = handle.read()
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    partial = bundle + ".partial"
-    with open(partial, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
-        gz.write(raw.getvalue())
     os.replace(partial, bundle)
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={"src": {"type": "path", "required": True},
-                       "dest": {"type": "path", "required": True}},
+                       "dest": {"type": "path", "required": True},
+                       "wheelhouse": {"type": "path", "default": ""}},
         supports_check_mode=True,
     )
-    src, dest = module.params["src"], module.params["dest"]
+    src, dest, wheelhouse = (module.params[k] for k in ("src", "dest", "wheelhouse"))
     if not os.path.isfile(os.path.join(src, "llmhost", "__init__.py")):
         module.fail_json(msg=f"{src} is not an llmhost checkout (no llmhost/__init__.py): set "
                              "llmhost_facts_source_dir to the repository root")
-    files = source_files(src)
-    digest = fingerprint(src, files)
+    if wheelhouse and not os.path.isdir(wheelhouse):
+        module.fail_json(msg=f"llmhost_facts_wheelhouse {wheelhouse} is not a directory on the "
+                             "controller (make one with: pip wheel --wheel-dir DIR . setuptools)")
+    files = source_files(src, wheelhouse)
+    digest = fingerprint(files)
     os.makedirs(dest, exist_ok=True)
     bundle = os.path.join(dest, f"llmhost-src-{digest[:16]}.tar.gz")
     # A controller-side cache, written in check mode too: it is not state of any managed host.
     if not os.path.exists(bundle):
-        write_bundle(src, files, bundle)
+        write_bundle(files, bundle)
     module.exit_json(changed=False, fingerprint=digest, version=read_version(src), bundle=bundle,
                      files=len(files))
 

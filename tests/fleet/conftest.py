@@ -1,0 +1,107 @@
+"""Fixtures of the fleet tests: the guest image, a wheelhouse, three booted guests, an inventory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.infra import InfraError, _run, cache_dir
+from tests.fleet.guests import Guest, boot, ensure_guest_image, shutdown
+
+REPO = Path(__file__).resolve().parents[2]
+# name -> (vCPUs, group) ; guest-c has its own core count and pool in host_vars.
+GUESTS = {"guest-a": (2, "rack_1"), "guest-b": (2, "rack_1"), "guest-c": (3, "rack_2")}
+GROUP_CONFIG = {
+    "profile": "cpu",
+    "inference_cores": 1,
+    "hugepages": {"enabled": True, "boot_time": True, "gib": 0.0625},
+}
+HOST_CONFIG = {"guest-c": {**GROUP_CONFIG, "inference_cores": 2,
+                           "hugepages": {"enabled": True, "boot_time": True, "gib": 0.125}}}
+
+
+def _required() -> None:
+    if os.environ.get("LLMHOST_FLEET") != "1":
+        pytest.skip("boots three VMs (~25 min): set LLMHOST_FLEET=1 (CI does)")
+    if os.geteuid() != 0:
+        pytest.fail("building the guest image needs root (debootstrap, chroot)")
+    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh") if not
+               shutil.which(t)]  # fmt: skip
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: apt-get install -y qemu-system-x86 "
+                    "qemu-utils debootstrap openssh-client")  # fmt: skip
+
+
+def ensure_wheelhouse() -> Path:
+    """llmhost's dependencies as wheels (plus its build backend), cached per pyproject.toml:
+    the guests install from them with no index, as an air-gapped lab would."""
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
+    final = cache_dir() / "fleet" / f"wheels-{key}"
+    if not (final / "DONE").exists():
+        partial = final.with_name(final.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
+              "--wheel-dir", str(partial), str(REPO), "setuptools>=68", "wheel"],
+             capture_output=True)  # fmt: skip
+        for own in partial.glob("llmhost-*.whl"):
+            own.unlink()
+        (partial / "DONE").write_text("")
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+    return final
+
+
+@pytest.fixture(scope="package")
+def guests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Guest]]:
+    """Three guests booted from overlays of one image; always powered off at the end."""
+    _required()
+    try:
+        image = ensure_guest_image()
+    except (InfraError, subprocess.CalledProcessError) as err:
+        pytest.fail(f"guest image: {err}")
+    workdir = tmp_path_factory.mktemp("fleet")
+    fleet = {name: Guest(name, cpus, workdir, image) for name, (cpus, _) in GUESTS.items()}
+    try:
+        boot(list(fleet.values()))
+        yield fleet
+    finally:
+        shutdown(list(fleet.values()))
+
+
+@pytest.fixture(scope="package")
+def inventory(guests: dict[str, Guest], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An inventory in the shape of inventories/lab: groups, group_vars, a host's overrides."""
+    root = tmp_path_factory.mktemp("inventory")
+    key = next(iter(guests.values())).image.key
+    racks: dict[str, dict] = {}
+    for name, (_, rack) in GUESTS.items():
+        racks.setdefault(rack, {"hosts": {}})["hosts"][name] = {"ansible_port": guests[name].port}
+    (root / "hosts.yml").write_text(yaml.safe_dump({"llmhost": {"children": racks}}))
+    (root / "group_vars").mkdir()
+    (root / "group_vars" / "llmhost.yml").write_text(yaml.safe_dump({
+        "ansible_host": "127.0.0.1",
+        "ansible_user": "provision",
+        "ansible_become": True,
+        "ansible_ssh_private_key_file": str(key),
+        "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
+                                   "-o LogLevel=ERROR",
+        "cpu_isolation_reboot_ok": True,
+        "cpu_isolation_reboot_throttle": 1,
+        "cpu_isolation_reboot_timeout": 900,
+        "llmhost_facts_wheelhouse": str(ensure_wheelhouse()),
+        "llmhost_facts_config": GROUP_CONFIG,
+    }, sort_keys=False))  # fmt: skip
+    (root / "host_vars").mkdir()
+    for name, config in HOST_CONFIG.items():
+        (root / "host_vars" / f"{name}.yml").write_text(
+            yaml.safe_dump({"llmhost_facts_config": config}, sort_keys=False)
+        )
+    return root
