@@ -12,6 +12,7 @@ from pathlib import Path
 from llmhost.config import SERVICE_PROFILES, Config, ServiceConfig
 from llmhost.cpulist import cpumask_hex, format_cpulist
 from llmhost.errors import LlmhostError
+from llmhost.evidence import Evidence, Recommendation, recommend
 from llmhost.facts import HostFacts
 from llmhost.facts.cpu import CpuFacts
 from llmhost.facts.gpu import GpuFacts
@@ -112,6 +113,8 @@ class Plan:
     services: tuple[ServicePlan, ...]
     kernel_params: dict[str, str]
     notes: tuple[str, ...]
+    # What the measurements say about each tuning knob on this kind of host; annotation only.
+    recommendations: tuple[Recommendation, ...] = ()
 
     def service(self, name: str) -> ServicePlan | None:
         return next((s for s in self.services if s.name == name), None)
@@ -437,8 +440,10 @@ def make_plan(
     config: Config,
     profile: str | None = None,
     headers: dict[str, ModelHeader] | None = None,
+    evidence: Evidence | None = None,
 ) -> Plan:
-    """Decide everything for `profile` (default: the config's) from the facts."""
+    """Decide everything for `profile` (default: the config's) from the facts; `evidence`
+    (llmhost.evidence.load_evidence()) adds per-knob recommendations without changing a thing."""
     profile = profile or config.profile
     if profile not in ("cpu", "gpu", "all"):
         raise PlanError(f"unknown profile {profile!r}: use cpu, gpu or all", exit_code=2)
@@ -469,13 +474,15 @@ def make_plan(
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")
+    services = plan_services(config, cores, hugepages, profile)
     return Plan(
         profile=profile,
         hostname=facts.hostname,
         cores=cores,
         hugepages=hugepages,
         build=build,
-        services=plan_services(config, cores, hugepages, profile),
+        services=services,
         kernel_params=kernel_params(cores, hugepages, config.hugepages.boot_time),
         notes=tuple(notes),
+        recommendations=() if evidence is None else recommend(evidence, facts, services),
     )

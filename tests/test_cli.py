@@ -105,6 +105,33 @@ def test_plan_text_says_why(config):
     assert "-DGGML_AVX512_VNNI=ON" in result.output
 
 
+def test_plan_shows_the_evidence_for_this_kind_of_host(tmp_path):
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text("inference_cores: 8\nhugepages: {gib: 1}\n")
+    text = run("--config", str(cfg), "plan", "--from", str(H100_SNAPSHOT)).output
+    assert "  evidence         " in text
+    assert "CPU pinning + hugetlb weights (llama-cpu): recommended: " in text
+    assert (
+        "CPU pinning (llama-cpu): applied by config, not measured positive on this kind of host "
+        "(measured nil on Intel Emerald Rapids 16 vCPU" in text
+    )
+    data = json.loads(
+        run("--config", str(cfg), "plan", "--json", "--from", str(H100_SNAPSHOT)).output
+    )
+    recs = {r["knob"]: r for r in data["recommendations"]}
+    assert recs["cpu.pinning_hugetlb"]["verdict"] == "positive"
+    assert recs["cpu.pinning"]["applied"] is True and recs["cpu.pinning"]["verdict"] == "nil"
+
+
+def test_doctor_reports_tuning_evidence(config):
+    result = run("--config", config, "doctor", "--json", "--from", str(ZEN4_SNAPSHOT))
+    data = json.loads(result.output)
+    check = next(c for c in data["checks"] if c["id"] == "tuning.evidence")
+    assert check["title"] == "Tuning evidence"
+    assert check["status"] in ("warn", "skip", "ok")
+    assert "Zen 4" in check["detail"]
+
+
 def test_plan_too_many_cores():
     result = run("plan", "--from", str(ZEN4_SNAPSHOT))
     assert_one_clear_line(result, 1, "set inference_cores: 1")

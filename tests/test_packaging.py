@@ -23,4 +23,5 @@ def test_wheel_carries_templates_and_floors(tmp_path):
     ):
         assert f"llmhost/_templates/{name}" in names, name
     assert "llmhost/data/floors.toml" in names
+    assert "llmhost/data/evidence.json" in names
     assert any(n.endswith("entry_points.txt") for n in names)

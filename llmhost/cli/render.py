@@ -63,5 +63,8 @@ def render_plan(plan: Plan) -> None:
             f"  service {s.name:<9} {s.bind_address}:{s.port}  cpuset {s.cpuset}  "
             f"threads {s.threads}  image {s.image}"
         )
+    for i, r in enumerate(plan.recommendations):
+        label = "evidence" if i == 0 else ""
+        click.echo(f"  {label:<16} {r.title} ({r.service}): {r.text}")
     for note in plan.notes:
         click.echo(f"  note: {note}")

@@ -8,6 +8,7 @@ from llmhost.config import Config
 from llmhost.doctor.registry import CHECKS
 from llmhost.doctor.result import Context, Result, Status
 from llmhost.errors import LlmhostError
+from llmhost.evidence import Evidence, load_evidence
 from llmhost.facts import HostFacts
 from llmhost.plan import Plan, make_plan
 
@@ -25,11 +26,15 @@ class Report:
         return {s.value: sum(r.status is s for r in self.results) for s in Status}
 
 
-def run_doctor(facts: HostFacts, config: Config, profile: str, *, live: bool) -> Report:
-    """Plan (a plan failure is itself a finding), then run every check."""
+def run_doctor(
+    facts: HostFacts, config: Config, profile: str, *, live: bool, evidence: Evidence | None = None
+) -> Report:
+    """Plan (a plan failure is itself a finding), then run every check. `evidence` defaults to
+    the packaged measurements (llmhost/data/evidence.json)."""
     plan, plan_error, plan_fix = None, None, None
+    evidence = load_evidence() if evidence is None else evidence
     try:
-        plan = make_plan(facts, config, profile)
+        plan = make_plan(facts, config, profile, evidence=evidence)
     except LlmhostError as exc:
         if exc.exit_code == 2:
             raise

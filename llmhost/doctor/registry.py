@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmhost.doctor import container_checks as cc
+from llmhost.doctor import evidence_checks as ec
 from llmhost.doctor import gpu_checks as gc
 from llmhost.doctor import host_checks as hc
 from llmhost.doctor import live_checks as lc
@@ -13,6 +14,7 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
     ("cpu.microarchitecture", "CPU microarchitecture", hc.cpu_microarchitecture),
     ("cpu.vnni", "CPU int8 dot-product ISA (VNNI)", hc.cpu_vnni),
     ("plan", "Tuning plan", hc.plan_ready),
+    ("tuning.evidence", "Tuning evidence", ec.tuning_evidence),
     ("gpu.present", "NVIDIA GPU", gc.gpu_present),
     ("gpu.architecture", "GPU architecture", gc.gpu_architecture),
     ("gpu.cuda_driver", "CUDA driver version", gc.cuda_driver),

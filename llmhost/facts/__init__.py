@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import platform
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from llmhost.facts.containers import ContainerFacts, gather_containers
@@ -32,7 +33,9 @@ class HostFacts:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Dataclasses, tuples and dicts with int keys -> plain JSON types."""
+    """Dataclasses, tuples, enums and dicts with int keys -> plain JSON (and YAML) types."""
+    if isinstance(value, Enum):
+        return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):

@@ -1,0 +1,297 @@
+"""Benchmark results -> llmhost/data/evidence.json: one record per (knob, hardware) with the
+measured ratios, their spread, the verdict (llmhost.evidence's rule) and the source file.
+
+Nothing here is a measurement: every number and every hardware name is read from the result
+files. Re-run after adding results; tests fail while the packaged file differs from this output.
+
+    python benchmarks/evidence.py [--results benchmarks/results] [--out PATH] [--check]
+
+Readers (add one per new result format; each yields Records):
+  <run>/summary.json            benchmarks/summarize_h100.py: CPU knob matrix + GPU llama-bench
+  **/cpu_knobs-<host>.json      benchmarks/cpu_knobs.py: the CPU knob matrix on any host
+  **/cpu_builds-<host>.json     benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from llmhost.evidence import (
+    FORMAT,
+    MIN_SAMPLES,
+    NOISE_THRESHOLD,
+    RULE,
+    Hardware,
+    Metric,
+    Record,
+    combine,
+    metric_verdict,
+)
+from llmhost.facts import to_jsonable
+from llmhost.facts.gpu import architecture_for
+from llmhost.facts.uarch import _AMD_RANGES, _INTEL_MODELS, microarchitecture
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+OUT = ROOT / "llmhost" / "data" / "evidence.json"
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A knob as a pair of benchmark configurations that differ only by that knob."""
+
+    knob: str
+    title: str
+    scope: str
+    service: str
+    candidate: str
+    baseline: str
+    compares: str
+
+
+CPU_KNOBS = (
+    Comparison("cpu.pinning", "CPU pinning", "cpu", "llama-cpu", "pinned", "unpinned",
+               "-C <mask> --cpu-strict 1 vs the same threads unpinned"),
+    Comparison("cpu.hugetlb_weights", "weights on 2 MiB hugetlb pages", "cpu", "llama-cpu",
+               "pinned_hugetlb", "pinned",
+               "--load-mode none + GLIBC_TUNABLES=glibc.malloc.hugetlb=2 vs mmap, both pinned"),
+    Comparison("cpu.pinning_hugetlb", "CPU pinning + hugetlb weights", "cpu", "llama-cpu",
+               "pinned_hugetlb", "unpinned",
+               "pinned + --load-mode none + glibc.malloc.hugetlb=2 vs unpinned mmap"),
+    Comparison("cpu.thp_weights", "weights on transparent hugepages", "cpu", "llama-cpu",
+               "pinned_thp", "pinned",
+               "--load-mode none + GLIBC_TUNABLES=glibc.malloc.hugetlb=1 vs mmap, both pinned"),
+)  # fmt: skip
+# benchmarks/gpu/h100_driver.sh named the CPU configurations after its 8 threads.
+H100_CPU_NAMES = {
+    "unpinned": "threads8",
+    "pinned": "pinned8",
+    "pinned_hugetlb": "pinned8_hugetlb",
+    "pinned_thp": "pinned8_thp",
+}
+GPU_KNOBS = (
+    Comparison("gpu.flash_attn", "flash attention (llama.cpp default)", "gpu", "llama-gpu",
+               "fa=on,graphs=on", "fa=off,graphs=on", "-fa 1 vs -fa 0, CUDA graphs on"),
+    Comparison("gpu.cuda_graphs", "CUDA graphs (llama.cpp default)", "gpu", "llama-gpu",
+               "fa=on,graphs=on", "fa=on,graphs=off",
+               "CUDA graphs vs GGML_CUDA_DISABLE_GRAPHS=1, flash attention on"),
+)  # fmt: skip
+BUILD_KNOBS = (
+    Comparison("cpu_build.plan_vs_avx2", "CPU build with the plan's ISA flags vs AVX2", "cpu",
+               "llama-cpu", "plan", "avx2", "plan's explicit ISA switches vs AVX2-only build"),
+    Comparison("cpu_build.plan_vs_official", "CPU build with the plan's ISA flags vs official",
+               "cpu", "llama-cpu", "plan", "official",
+               "plan's explicit ISA switches vs GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS"),
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Stats:
+    median: float
+    low: float
+    high: float
+    n: int
+
+    @classmethod
+    def of(cls, data: list[float] | dict) -> Stats:
+        """From raw samples, or from a {median, min, max, n} summary of them."""
+        if isinstance(data, dict):
+            return cls(data["median"], data["min"], data["max"], data["n"])
+        return cls(statistics.median(data), min(data), max(data), len(data))
+
+
+# runs: workload -> configuration -> llama-bench test -> samples (or their Stats summary)
+Runs = dict[str, dict[str, dict[str, list[float] | dict]]]
+
+
+def compare(
+    c: Comparison, runs: Runs, names: dict[str, str], hardware: Hardware, source: str
+) -> Record | None:
+    """The knob's configuration over its baseline, per workload and llama-bench test."""
+    metrics = []
+    for workload, configs in runs.items():
+        knob = configs.get(names.get(c.candidate, c.candidate))
+        base = configs.get(names.get(c.baseline, c.baseline))
+        if not knob or not base:
+            continue
+        for test in sorted(set(knob) & set(base)):
+            k, b = Stats.of(knob[test]), Stats.of(base[test])
+            ratio, low, high = (round(v / b.median, 4) for v in (k.median, k.low, k.high))
+            verdict = metric_verdict(ratio, low, high, min(k.n, b.n))
+            metrics.append(Metric(workload, test, ratio, low, high, k.n, b.n, verdict))
+    if not metrics:
+        return None
+    return Record(
+        knob=c.knob,
+        title=c.title,
+        scope=c.scope,
+        service=c.service,
+        compares=c.compares,
+        hardware=hardware,
+        metrics=tuple(metrics),
+        verdict=combine(m.verdict for m in metrics),
+        source=source,
+    )
+
+
+# ---------------------------------------------------------------- hardware from result files
+
+
+def lscpu_hardware(text: str) -> Hardware:
+    """`lscpu` output as the benchmark host printed it."""
+    info = {k.strip(): v.strip() for k, _, v in (ln.partition(":") for ln in text.splitlines())}
+    vendor = info.get("Vendor ID")
+    family, model = int(info.get("CPU family", -1)), int(info.get("Model", -1))
+    sockets, stepping = int(info.get("Socket(s)", 1)), int(info.get("Stepping", 0))
+    return Hardware(
+        vendor=vendor,
+        microarchitecture=microarchitecture(vendor or "", family, model, stepping),
+        physical_cores=int(info["Core(s) per socket"]) * sockets,
+        logical_cpus=int(info["CPU(s)"]),
+        virtual="Hypervisor vendor" in info,
+    )
+
+
+def vendor_of(uarch: str) -> str | None:
+    """The vendor a microarchitecture name belongs to, from llmhost's own tables."""
+    if uarch in _INTEL_MODELS.values():
+        return "GenuineIntel"
+    if uarch in {row[3] for row in _AMD_RANGES}:
+        return "AuthenticAMD"
+    return None
+
+
+def _rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _planned_cc(path: Path) -> tuple[int, int] | None:
+    """The GPU's compute capability, from the plan the run recorded (`llmhost plan --json`)."""
+    if not path.exists():
+        return None
+    arch = (json.loads(path.read_text())["build"]["torch_cuda_arch_list"] or "").split(";")[0]
+    major, _, minor = arch.partition(".")
+    return (int(major), int(minor or 0)) if major else None
+
+
+# ---------------------------------------------------------------- readers
+
+
+def read_summary(path: Path, source: str) -> Iterator[Record]:
+    """A run summarised by benchmarks/summarize_h100.py, with its raw files beside it."""
+    root, summary = path.parent, json.loads(path.read_text())
+    lscpu = root / "lscpu.txt"
+    cpu = lscpu_hardware(lscpu.read_text()) if lscpu.exists() else Hardware()
+    for key, section in summary.items():
+        if not key.startswith("cpu") or "runs" not in section or cpu.microarchitecture is None:
+            continue
+        raw = sorted((root / "cpu").glob("cpu-*.json"))
+        workload = _rows(raw[0])[0]["model_type"] if raw else key
+        for c in CPU_KNOBS:
+            record = compare(c, {workload: section["runs"]}, H100_CPU_NAMES, cpu, source)
+            if record:
+                yield record
+    bench = summary.get("gpu", {}).get("llama_bench")
+    if bench:
+        rows = _rows(root / "llama-bench-graphs-on.json")
+        cc = _planned_cc(root / "plan-gpu.json")
+        gpu = replace(
+            cpu,
+            gpu_name=rows[0]["gpu_info"] if rows else None,
+            gpu_architecture=architecture_for(cc),
+        )
+        workload = rows[0]["model_type"] if rows else "gpu"
+        configs = {
+            name: {test: v["samples"] for test, v in tests.items() if isinstance(v, dict)}
+            for name, tests in bench.items()
+        }
+        for c in GPU_KNOBS:
+            record = compare(c, {workload: configs}, {}, gpu, source)
+            if record:
+                yield record
+
+
+def read_cpu_knobs(data: dict, source: str) -> Iterator[Record]:
+    hardware = Hardware(**data["hardware"])
+    for c in CPU_KNOBS:
+        record = compare(c, {data["model_type"]: data["runs"]}, {}, hardware, source)
+        if record:
+            yield record
+
+
+def read_cpu_builds(data: dict, source: str) -> Iterator[Record]:
+    if "hardware" in data:
+        hardware = Hardware(**data["hardware"])
+    else:  # the first cpu_builds.py results carry the microarchitecture and thread count only
+        uarch = data["cpu"]
+        hardware = Hardware(
+            vendor=vendor_of(uarch), microarchitecture=uarch, threads_used=data.get("threads")
+        )
+    for c in BUILD_KNOBS:
+        record = compare(c, data["samples"], {}, hardware, source)
+        if record:
+            yield record
+
+
+def read_results(results: Path) -> list[Record]:
+    records: list[Record] = []
+    for path in sorted(results.rglob("*.json")):
+        source = f"benchmarks/results/{path.relative_to(results).as_posix()}"
+        if path.name == "summary.json":
+            records += read_summary(path, source)
+            continue
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        kind = data.get("benchmark") if isinstance(data, dict) else None
+        if kind == "cpu_knobs":
+            records += read_cpu_knobs(data, source)
+        elif kind == "cpu_builds":
+            records += read_cpu_builds(data, source)
+    return sorted(records, key=lambda r: (r.knob, r.hardware.microarchitecture or "", r.source))
+
+
+def build_evidence(results: Path = RESULTS) -> dict:
+    return {
+        "format": FORMAT,
+        "generated_by": "benchmarks/evidence.py",
+        "noise_threshold": NOISE_THRESHOLD,
+        "min_samples": MIN_SAMPLES,
+        "rule": RULE,
+        "records": to_jsonable(read_results(results)),
+    }
+
+
+def render(evidence: dict) -> str:
+    return json.dumps(evidence, indent=2) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--check", action="store_true", help="exit 1 if --out is out of date")
+    ns = parser.parse_args()
+    text = render(build_evidence(ns.results))
+    if ns.check:
+        current = ns.out.read_text() if ns.out.exists() else ""
+        print(f"{ns.out}: {'up to date' if current == text else 'out of date'}")
+        return 0 if current == text else 1
+    ns.out.write_text(text)
+    records = json.loads(text)["records"]
+    for r in records:
+        hw = r["hardware"]["gpu_architecture" if r["scope"] == "gpu" else "microarchitecture"]
+        print(f"{r['knob']:<28} {r['verdict']:<9} {hw} ({r['source']})")
+    print(f"wrote {ns.out} ({len(records)} records)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
