@@ -28,7 +28,7 @@ RECIPE_VERSION = 3
 GUEST_USER = "provision"
 GUEST_PACKAGES = (
     "systemd-sysv", "udev", "linux-image-cloud-amd64", "grub-pc", "openssh-server", "python3",
-    "python3-venv", "iproute2", "ifupdown", "isc-dhcp-client", "sudo", "kmod",
+    "python3-venv", "iproute2", "ifupdown", "isc-dhcp-client", "sudo", "kmod", "dbus",
 )  # fmt: skip
 GRUB_MODULES = (
     "biosdisk", "ext2", "linux", "normal", "search", "search_label", "search_fs_uuid",
