@@ -1,11 +1,18 @@
 """llama.cpp CPU builds side by side: llmhost's plan flags vs a generic AVX2-only build vs
 llama.cpp's official CPU recipe (GGML_NATIVE=OFF GGML_BACKEND_DL=ON GGML_CPU_ALL_VARIANTS=ON).
 
-Builds llama-bench natively from the same source tree three times, then runs llama-bench
-(pp512, tgN) on each, interleaved (A B C A B C ...) with repetitions, and writes medians, spreads
-and ratios to benchmarks/results/cpu_builds-<host>.json.
+Builds llama-bench natively from the same source tree once per variant, then runs llama-bench
+(ppN, tgN) on each, interleaved per model (rounds of A B C, the order rotating each round) with
+repetitions, and writes medians, spreads and ratios to benchmarks/results/cpu_builds-<host>.json
+(rewritten after every round, so a run cut short keeps what it measured). With --serve it also
+serves that model from each of --serve-variants' llama-server and measures it with `llmhost bench`.
 
     python benchmarks/cpu_builds.py --source TREE --model M.gguf [--model M2.gguf] [--rounds 3]
+        [--plan-json plan-cpu.json] [--variants plan,avx2] [--serve M.gguf] [--time-budget 300]
+
+--plan-json (the output of `llmhost plan --profile cpu --json`) takes the plan's CMake flags,
+its llama-cpu thread count and CPU mask (llama-bench -t/-C/--cpu-strict) and llama-server
+arguments from the plan instead of re-deriving them here.
 """
 
 from __future__ import annotations
@@ -14,13 +21,21 @@ import argparse
 import json
 import os
 import platform
+import re
+import shutil
+import socket
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmhost.config import Config
-from llmhost.facts import gather
+from llmhost.evidence import Hardware
+from llmhost.facts import gather, to_jsonable
 from llmhost.plan import cpu_cmake_flags
 from llmhost.sources import LiveSource
 
@@ -38,44 +53,108 @@ AVX2_ONLY = [
     "-DGGML_BMI2=ON", "-DGGML_AVX512=OFF", "-DGGML_AVX_VNNI=OFF",
 ]  # fmt: skip
 OFFICIAL = ["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=ON", "-DGGML_CPU_ALL_VARIANTS=ON"]
+STAMP = "llmhost-build.json"  # flags and build seconds, so a reused build still reports both
 
 
-def variants() -> dict[str, list[str]]:
-    plan_flags, _ = cpu_cmake_flags(gather(LiveSource(), containers=False).cpu)
-    return {"plan": list(plan_flags), "avx2": AVX2_ONLY, "official": OFFICIAL}
+@dataclass(frozen=True)
+class Pinning:
+    """How llama-bench and llama-server run: the plan's llama-cpu threads and CPU mask."""
+
+    threads: int
+    cpu_mask: str | None = None  # hex, as llama.cpp's --cpu-mask takes it
+    server_args: tuple[str, ...] = ()  # the plan's llama-cpu arguments (host/port replaced)
+
+    def bench_args(self) -> list[str]:
+        args = ["-t", str(self.threads)]
+        if self.cpu_mask:
+            args += ["-C", self.cpu_mask, "--cpu-strict", "1"]
+        return args
 
 
-def build(source: Path, name: str, flags: list[str], work: Path, jobs: int) -> tuple[Path, float]:
-    out = work / f"build-{name}"
-    bench = out / "bin" / "llama-bench"
-    if bench.exists():
-        return bench, 0.0
+@dataclass
+class Build:
+    name: str
+    flags: list[str]
+    dir: Path
+    build_s: float | None = None
+    backend: str | None = None  # the CPU backend llama-bench loaded (official: a variant .so)
+    reused: bool = False
+    targets: list[str] = field(default_factory=list)
+
+    @property
+    def bin(self) -> Path:
+        return self.dir / "bin"
+
+
+def read_plan(path: Path | None) -> tuple[list[str] | None, Pinning | None]:
+    if path is None:
+        return None, None
+    plan = json.loads(path.read_text())
+    svc = next(s for s in plan["services"] if s["name"] == "llama-cpu")
+    args = list(svc["args"])
+    mask = args[args.index("--cpu-mask") + 1] if "--cpu-mask" in args else None
+    drop = {"--host", "--port"}
+    kept = [a for i, a in enumerate(args) if a not in drop and (i == 0 or args[i - 1] not in drop)]
+    return list(plan["build"]["llama_cpu_cmake_flags"]), Pinning(svc["threads"], mask, tuple(kept))
+
+
+def variant_flags(names: list[str], plan_flags: list[str] | None) -> dict[str, list[str]]:
+    if plan_flags is None:
+        plan_flags = list(cpu_cmake_flags(gather(LiveSource(), containers=False).cpu)[0])
+    known = {"plan": plan_flags, "avx2": AVX2_ONLY, "official": OFFICIAL}
+    unknown = set(names) - set(known)
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {sorted(unknown)}; choose from {sorted(known)}")
+    return {n: known[n] for n in names}
+
+
+def build(source: Path, b: Build, jobs: int, server: bool) -> None:
+    """Configure and build what is missing; a finished build dir is reused (its stamp says how
+    long it took)."""
+    stamp = b.dir / STAMP
+    prior = json.loads(stamp.read_text()) if stamp.exists() else {}
+    if prior and prior.get("flags") != b.flags:
+        shutil.rmtree(b.dir)
+        prior = {}
+    wanted = ["llama-bench"] + (["llama-server"] if server else [])
+    built = set(prior.get("complete", []))
+    if all((b.bin / t).exists() for t in wanted) and built >= set(wanted):
+        b.build_s, b.reused, b.targets = prior.get("build_s"), True, wanted
+        return
     start = time.monotonic()
-    subprocess.run(["cmake", "-S", str(source), "-B", str(out), *COMMON, *flags], check=True,
-                   capture_output=True)  # fmt: skip
-    targets = ["llama-bench"]
-    if name == "official":  # plus every dynamically loaded ggml-cpu-<isa> variant
-        listing = subprocess.run(["cmake", "--build", str(out), "--target", "help"],
+    if not (b.dir / "CMakeCache.txt").exists():
+        subprocess.run(["cmake", "-S", str(source), "-B", str(b.dir), *COMMON, *b.flags],
+                       check=True, capture_output=True)  # fmt: skip
+    targets = list(wanted)
+    if b.name == "official":  # plus every dynamically loaded ggml-cpu-<isa> variant
+        listing = subprocess.run(["cmake", "--build", str(b.dir), "--target", "help"],
                                  capture_output=True, text=True, check=True).stdout  # fmt: skip
         targets += sorted({w.strip(".:") for w in listing.split() if w.startswith("ggml-cpu-")})
     proc = subprocess.run(
-        ["cmake", "--build", str(out), "-j", str(jobs), "--target", *targets],
+        ["cmake", "--build", str(b.dir), "-j", str(jobs), "--target", *targets],
         capture_output=True,
         text=True,
     )
     if proc.returncode != 0:
-        raise SystemExit(f"build {name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    return bench, time.monotonic() - start
+        raise SystemExit(f"build {b.name} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    b.build_s = (prior.get("build_s") or 0.0) + time.monotonic() - start
+    b.targets = wanted
+    complete = sorted(built | set(wanted))
+    stamp.write_text(json.dumps({"flags": b.flags, "build_s": b.build_s, "complete": complete}))
 
 
-def run_bench(bench: Path, model: Path, threads: int, n_gen: int) -> dict[str, list[float]]:
+def run_bench(
+    b: Build, model: Path, pin: Pinning, n_prompt: int, n_gen: int, reps: int
+) -> dict[str, list[float]]:
     proc = subprocess.run(
-        [str(bench), "-m", str(model), "-p", "512", "-n", str(n_gen), "-t", str(threads),
-         "-r", "1", "-o", "json"],
-        capture_output=True, text=True, cwd=bench.parent,
+        [str(b.bin / "llama-bench"), "-m", str(model), "-p", str(n_prompt), "-n", str(n_gen),
+         *pin.bench_args(), "-r", str(reps), "-o", "json"],
+        capture_output=True, text=True, cwd=b.bin,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise SystemExit(f"{bench} failed: {proc.stderr[-1500:]}")
+        raise SystemExit(f"{b.bin}/llama-bench failed: {proc.stderr[-1500:]}")
+    loaded = re.search(r"loaded CPU backend from (\S+)", proc.stderr)
+    b.backend = Path(loaded.group(1)).name if loaded else b.backend or "built in (static)"
     result: dict[str, list[float]] = {}
     for row in json.loads(proc.stdout):
         test = f"pp{row['n_prompt']}" if row["n_prompt"] else f"tg{row['n_gen']}"
@@ -83,63 +162,208 @@ def run_bench(bench: Path, model: Path, threads: int, n_gen: int) -> dict[str, l
     return result
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def serve_once(b: Build, model: Path, pin: Pinning, requests: int, max_tokens: int) -> dict:
+    """Start llama-server from build b with the plan's arguments, `llmhost bench` it, stop it."""
+    port = _free_port()
+    args = list(pin.server_args) or ["--threads", str(pin.threads), "--ctx-size", "4096"]
+    cmd = [str(b.bin / "llama-server"), "--model", str(model), *args,
+           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115 (lives as long as the server)
+        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=b.bin)
+        try:
+            deadline = time.monotonic() + 180
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None:
+                        raise SystemExit(f"llama-server exited: {cmd}") from None
+                    time.sleep(0.5)
+            proc = subprocess.run(
+                [sys.executable, "-m", "llmhost.cli.main", "bench", "--url",
+                 f"http://127.0.0.1:{port}", "--concurrency", "1", "--requests", str(requests),
+                 "--max-tokens", str(max_tokens), "--json", "--out", tmp],
+                capture_output=True, text=True,
+            )  # fmt: skip
+            if not proc.stdout.strip():
+                raise SystemExit(f"llmhost bench failed: {proc.stderr[-1500:]}")
+            summary = json.loads(proc.stdout)["runs"][0]["summary"]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            log.close()
+    keys = ("output_throughput", "median_ttft_ms", "median_tpot_ms", "p99_itl_ms", "failed")
+    return {k: summary.get(k) for k in keys}
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "n": len(values)}  # fmt: skip
+
+
+def summarise(samples: dict[str, dict[str, dict[str, list[float]]]]) -> dict[str, dict]:
+    summary: dict[str, dict] = {}
+    for model, by_build in samples.items():
+        summary[model] = {name: {t: stats(v) for t, v in tests.items()}
+                          for name, tests in by_build.items()}  # fmt: skip
+        for other in ("avx2", "official"):
+            if "plan" in by_build and other in by_build:
+                summary[model][f"plan_vs_{other}"] = {
+                    t: summary[model]["plan"][t]["median"] / summary[model][other][t]["median"]
+                    for t in summary[model]["plan"]
+                    if t in summary[model][other]
+                }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, required=True)
-    parser.add_argument("--model", type=Path, action="append", required=True)
+    parser.add_argument("--model", type=Path, action="append", default=[])
+    parser.add_argument("--variants", default="plan,avx2,official")
+    parser.add_argument("--plan-json", type=Path, help="`llmhost plan --profile cpu --json`")
+    parser.add_argument("--threads", type=int, help="default: the plan's, else all CPUs (<=12)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=1, help="llama-bench -r per round")
+    parser.add_argument("--n-prompt", type=int, default=512)
     parser.add_argument("--n-gen", type=int, default=64)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--build-only", action="store_true")
+    parser.add_argument("--serve", type=Path, help="model to serve from each --serve-variants")
+    parser.add_argument("--serve-variants", default="plan,avx2")
+    parser.add_argument("--serve-rounds", type=int, default=3)
+    parser.add_argument("--serve-requests", type=int, default=8)
+    parser.add_argument("--serve-max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--time-budget", type=float, help="seconds; start no round that the last one says won't fit"
+    )
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/llmhost/cpu-builds")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out-file", type=Path, help="default: OUT/cpu_builds-<host>.json")
     ns = parser.parse_args()
-    jobs = os.cpu_count() or 2
-    threads = Config().inference_cores if jobs > 12 else jobs
+    t0 = time.monotonic()
+    names = ns.variants.split(",")
+    serve_names = ns.serve_variants.split(",") if ns.serve else []
+    plan_flags, pin = read_plan(ns.plan_json)
+    cpus = os.cpu_count() or 2
+    if pin is None:
+        pin = Pinning(Config().inference_cores if cpus > 12 else cpus)
+    if ns.threads:
+        pin = Pinning(ns.threads, pin.cpu_mask, pin.server_args)
     ns.work.mkdir(parents=True, exist_ok=True)
-    builds = {}
-    for name, flags in variants().items():
-        bench, seconds = build(ns.source, name, flags, ns.work, jobs)
-        builds[name] = {"flags": flags, "build_s": seconds, "bench": str(bench)}
-        print(f"built {name} in {seconds:.0f} s", flush=True)
+    flags = variant_flags(names, plan_flags)
+    builds = {n: Build(n, f, ns.work / f"build-{n}") for n, f in flags.items()}
+    for b in builds.values():
+        build(ns.source, b, ns.jobs, server=b.name in serve_names)
+        print(f"built {b.name} in {b.build_s or 0:.0f} s{' (reused)' if b.reused else ''}",
+              flush=True)  # fmt: skip
+    if ns.build_only:
+        return
+
     samples: dict[str, dict[str, dict[str, list[float]]]] = {}
-    for rnd in range(ns.rounds):
-        for model in ns.model:
-            for name, info in builds.items():
+    served: dict[str, list[dict]] = {}
+    rounds_done: dict[str, int] = {}
+    facts = gather(LiveSource(), containers=False)
+    path = ns.out_file or ns.out / f"cpu_builds-{platform.node()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:
+        result = {
+            "benchmark": "cpu_builds",
+            "host": platform.node(),
+            "cpu": facts.cpu.microarchitecture,
+            "hardware": to_jsonable(Hardware.from_facts(facts)),  # what evidence.py judges by
+            "threads": pin.threads,
+            "cpu_mask": pin.cpu_mask,
+            "n_prompt": ns.n_prompt,
+            "n_gen": ns.n_gen,
+            "reps_per_round": ns.reps,
+            "rounds": ns.rounds,
+            "rounds_done": rounds_done,
+            "builds": {
+                n: {
+                    "flags": b.flags,
+                    "build_s": b.build_s,
+                    "reused": b.reused,
+                    "cpu_backend": b.backend,
+                    "bench": str(b.bin / "llama-bench"),
+                }
+                for n, b in builds.items()
+            },
+            "summary": summarise(samples),
+            "samples": samples,
+        }
+        if ns.serve:
+            result["served"] = {
+                "model": ns.serve.name,
+                "requests": ns.serve_requests,
+                "max_tokens": ns.serve_max_tokens,
+                "server_args": [*pin.server_args, "--host", "127.0.0.1", "--port", "PORT"],
+                "runs": served,
+                "summary": {
+                    n: {
+                        k: stats([r[k] for r in runs])
+                        for k in ("output_throughput", "median_ttft_ms", "median_tpot_ms")
+                    }
+                    for n, runs in served.items()
+                },
+            }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
+        tmp.replace(path)
+
+    def fits(estimate_s: float) -> bool:
+        return ns.time_budget is None or time.monotonic() - t0 + estimate_s <= ns.time_budget
+
+    last_s, last_bytes = 0.0, 1
+    for model in ns.model:
+        for rnd in range(ns.rounds):
+            # a model's first round is estimated from the last one, scaled by file size
+            estimate = last_s * (1 if rnd else model.stat().st_size / last_bytes)
+            if not fits(estimate):
+                print(f"time budget: skipping {model.name} round {rnd + 1}", flush=True)
+                break
+            start = time.monotonic()
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            for name in order:
                 for test, values in run_bench(
-                    Path(info["bench"]), model, threads, ns.n_gen
+                    builds[name], model, pin, ns.n_prompt, ns.n_gen, ns.reps
                 ).items():
                     samples.setdefault(model.name, {}).setdefault(name, {}).setdefault(
                         test, []
                     ).extend(values)
-                print(f"round {rnd + 1} {model.name} {name} done", flush=True)
-    summary: dict[str, dict] = {}
-    for model, by_build in samples.items():
-        summary[model] = {}
-        for name, tests in by_build.items():
-            summary[model][name] = {
-                t: {"median": statistics.median(v), "min": min(v), "max": max(v), "n": len(v)}
-                for t, v in tests.items()
-            }
-        for other in ("avx2", "official"):
-            summary[model][f"plan_vs_{other}"] = {
-                t: summary[model]["plan"][t]["median"] / summary[model][other][t]["median"]
-                for t in summary[model]["plan"]
-            }
-    result = {
-        "benchmark": "cpu_builds",
-        "host": platform.node(),
-        "cpu": gather(LiveSource(), containers=False).cpu.microarchitecture,
-        "threads": threads,
-        "rounds": ns.rounds,
-        "builds": builds,
-        "summary": summary,
-        "samples": samples,
-    }
-    ns.out.mkdir(parents=True, exist_ok=True)
-    path = ns.out / f"cpu_builds-{platform.node()}.json"
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    for model, rows in summary.items():
+            rounds_done[model.name] = rnd + 1
+            last_s, last_bytes = time.monotonic() - start, model.stat().st_size
+            write()
+            print(f"round {rnd + 1} {model.name} {order} done in {last_s:.0f} s", flush=True)
+    if ns.serve:
+        last = 0.0
+        for rnd in range(ns.serve_rounds):
+            if not fits(last):
+                print(f"time budget: stopping before serve round {rnd + 1}", flush=True)
+                break
+            start = time.monotonic()
+            order = serve_names[rnd % len(serve_names) :] + serve_names[: rnd % len(serve_names)]
+            for name in order:
+                served.setdefault(name, []).append(
+                    serve_once(builds[name], ns.serve, pin, ns.serve_requests, ns.serve_max_tokens)
+                )
+            last = time.monotonic() - start
+            write()
+            print(f"serve round {rnd + 1} {order} done in {last:.0f} s", flush=True)
+    write()
+    for model, rows in summarise(samples).items():
         for key in ("plan_vs_avx2", "plan_vs_official"):
-            print(model, key, {t: round(r, 3) for t, r in rows[key].items()})
+            if key in rows:
+                print(model, key, {t: round(r, 3) for t, r in rows[key].items()})
     print(f"wrote {path}")
 
 

@@ -9,7 +9,9 @@ files. Re-run after adding results; tests fail while the packaged file differs f
 Readers (add one per new result format; each yields Records):
   <run>/summary.json            benchmarks/summarize_h100.py: CPU knob matrix + GPU llama-bench
   **/cpu_knobs-<host>.json      benchmarks/cpu_knobs.py: the CPU knob matrix on any host
-  **/cpu_builds-<host>.json     benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build
+  **/cpu_builds-*.json          benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build;
+                                every file of one kind of host and thread count pooled per model
+                                (a run split over device calls is judged as one run)
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+
+from _results import merge_cpu_runs  # beside this script, first on sys.path
 
 from llmhost.evidence import (
     FORMAT,
@@ -225,24 +229,43 @@ def read_cpu_knobs(data: dict, source: str) -> Iterator[Record]:
             yield record
 
 
-def read_cpu_builds(data: dict, source: str) -> Iterator[Record]:
+def cpu_builds_hardware(data: dict) -> Hardware:
+    """The host a cpu_builds.py file ran on, its GPU left out: the builds compared are CPU-only."""
     if "hardware" in data:
-        hardware = Hardware(**data["hardware"])
-    else:  # the first cpu_builds.py results carry the microarchitecture and thread count only
-        uarch = data["cpu"]
-        hardware = Hardware(
-            vendor=vendor_of(uarch), microarchitecture=uarch, threads_used=data.get("threads")
-        )
-    for c in BUILD_KNOBS:
-        record = compare(c, data["samples"], {}, hardware, source)
-        if record:
-            yield record
+        return replace(Hardware(**data["hardware"]), gpu_name=None, gpu_architecture=None)
+    # the first cpu_builds.py results carry the microarchitecture and thread count only
+    uarch = data["cpu"]
+    return Hardware(
+        vendor=vendor_of(uarch), microarchitecture=uarch, threads_used=data.get("threads")
+    )
+
+
+def read_cpu_builds(paths: list[Path], results: Path) -> Iterator[Record]:
+    """One record per knob for each kind of host and thread count, over every file of it with
+    samples pooled per model: one file of a split run has too few samples to judge alone."""
+    runs: dict[tuple[Hardware, int | None], list[Path]] = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        if data.get("samples"):
+            runs.setdefault((cpu_builds_hardware(data), data.get("threads")), []).append(path)
+    for (hardware, _), files in runs.items():
+        merged = merge_cpu_runs(files)
+        source = ", ".join(_source(p, results) for p in files)
+        for c in BUILD_KNOBS:
+            record = compare(c, merged["models"], {}, hardware, source)
+            if record:
+                yield record
+
+
+def _source(path: Path, results: Path) -> str:
+    return f"benchmarks/results/{path.relative_to(results).as_posix()}"
 
 
 def read_results(results: Path) -> list[Record]:
     records: list[Record] = []
+    builds: list[Path] = []
     for path in sorted(results.rglob("*.json")):
-        source = f"benchmarks/results/{path.relative_to(results).as_posix()}"
+        source = _source(path, results)
         if path.name == "summary.json":
             records += read_summary(path, source)
             continue
@@ -254,7 +277,8 @@ def read_results(results: Path) -> list[Record]:
         if kind == "cpu_knobs":
             records += read_cpu_knobs(data, source)
         elif kind == "cpu_builds":
-            records += read_cpu_builds(data, source)
+            builds.append(path)
+    records += read_cpu_builds(builds, results)
     return sorted(records, key=lambda r: (r.knob, r.hardware.microarchitecture or "", r.source))
 
 

@@ -154,7 +154,7 @@ class Record:
     hardware: Hardware
     metrics: tuple[Metric, ...]
     verdict: Verdict
-    source: str  # the results file, relative to the repository
+    source: str  # the results file(s), relative to the repository, joined by ", "
 
     def figures(self) -> str:
         many = len({m.workload for m in self.metrics}) > 1

@@ -32,6 +32,8 @@ H100_RUN = RESULTS / "h100-2026-11-23"
 
 def _load_script():
     path = ROOT / "benchmarks" / "evidence.py"
+    if str(path.parent) not in sys.path:  # as `python benchmarks/evidence.py` runs: _results.py
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location("evidence_script", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
@@ -144,6 +146,43 @@ def test_fixture_results_become_records(fixture_evidence):
     assert build.hardware.label() == "AMD Zen 4, 2 threads"
     assert build.source == "benchmarks/results/sub/cpu_builds-vm.json"
     assert [m.verdict for m in build.metrics] == [P, N]
+
+
+def test_cpu_builds_files_of_one_host_are_pooled_per_model(tmp_path):
+    """A run split over two device calls: each file alone has too few samples to judge."""
+    root = tmp_path / "results"
+    (root / "run").mkdir(parents=True)
+    xeon = {"vendor": "GenuineIntel", "microarchitecture": "Emerald Rapids",
+            "physical_cores": 16, "logical_cpus": 16, "virtual": True,
+            "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_architecture": "Hopper"}  # fmt: skip
+    for i, scale in enumerate((1.1, 1.2), start=1):
+        run = {
+            "benchmark": "cpu_builds",
+            "host": "vm",
+            "cpu": "Emerald Rapids",
+            "threads": 8,
+            "hardware": xeon,
+            "samples": {
+                "7b.gguf": {
+                    "plan": {"pp512": [100 * scale, 101 * scale]},
+                    "official": {"pp512": [100.0, 99.0]},
+                }
+            },
+        }
+        (root / "run" / f"cpu_builds-7b-{i}.json").write_text(json.dumps(run))
+    records = parse_evidence(script.build_evidence(root)).records
+    assert [r.knob for r in records] == ["cpu_build.plan_vs_official"]
+    (record,) = records
+    assert record.source == (
+        "benchmarks/results/run/cpu_builds-7b-1.json, benchmarks/results/run/cpu_builds-7b-2.json"
+    )
+    assert record.hardware.label() == "Intel Emerald Rapids 16 vCPU"  # the recorded hardware
+    assert record.hardware.gpu_name is None  # a CPU build comparison: the GPU is no part of it
+    (metric,) = record.metrics
+    assert (metric.workload, metric.n, metric.baseline_n) == ("7b.gguf", 4, 4)
+    # plan 110, 111.1, 120, 121.2 (median 115.55) over official's median 99.5
+    assert (metric.ratio, metric.low, metric.high) == (1.1613, 1.1055, 1.2181)
+    assert metric.verdict is P
 
 
 def test_load_evidence_from_a_path(tmp_path, fixture_evidence):
