@@ -9,6 +9,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)   # tests/fleet guests
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+command -v ssh >/dev/null || need_apt+=(openssh-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
@@ -27,5 +30,6 @@ fi
 
 export LLMHOST_E2E="${LLMHOST_E2E:-1}"   # e2e tests fail (not skip) when infrastructure is missing
 export LLMHOST_ANSIBLE="${LLMHOST_ANSIBLE:-1}"   # site.yml provisions this (disposable) host for real
+export LLMHOST_FLEET="${LLMHOST_FLEET:-1}"   # site.yml provisions three qemu guests through a reboot
 python3 -m ruff check llmhost tests benchmarks scripts
 exec python3 -m pytest -v -rs "$@"
