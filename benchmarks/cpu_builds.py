@@ -23,15 +23,13 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from _serve import serve_and_bench
 
 from llmhost.config import Config
 from llmhost.evidence import Hardware
@@ -162,46 +160,11 @@ def run_bench(
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve_once(b: Build, model: Path, pin: Pinning, requests: int, max_tokens: int) -> dict:
-    """Start llama-server from build b with the plan's arguments, `llmhost bench` it, stop it."""
-    port = _free_port()
+    """Serve `model` from build b's llama-server with the plan's arguments and bench it."""
     args = list(pin.server_args) or ["--threads", str(pin.threads), "--ctx-size", "4096"]
-    cmd = [str(b.bin / "llama-server"), "--model", str(model), *args,
-           "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
-    with tempfile.TemporaryDirectory() as tmp:
-        log = open(Path(tmp) / "server.log", "w")  # noqa: SIM115 (lives as long as the server)
-        server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=b.bin)
-        try:
-            deadline = time.monotonic() + 180
-            while time.monotonic() < deadline:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                        break
-                except OSError:
-                    if server.poll() is not None:
-                        raise SystemExit(f"llama-server exited: {cmd}") from None
-                    time.sleep(0.5)
-            proc = subprocess.run(
-                [sys.executable, "-m", "llmhost.cli.main", "bench", "--url",
-                 f"http://127.0.0.1:{port}", "--concurrency", "1", "--requests", str(requests),
-                 "--max-tokens", str(max_tokens), "--json", "--out", tmp],
-                capture_output=True, text=True,
-            )  # fmt: skip
-            if not proc.stdout.strip():
-                raise SystemExit(f"llmhost bench failed: {proc.stderr[-1500:]}")
-            summary = json.loads(proc.stdout)["runs"][0]["summary"]
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
-            log.close()
-    keys = ("output_throughput", "median_ttft_ms", "median_tpot_ms", "p99_itl_ms", "failed")
-    return {k: summary.get(k) for k in keys}
+    return serve_and_bench(b.bin / "llama-server", model, args, requests=requests,
+                           max_tokens=max_tokens)  # fmt: skip
 
 
 def stats(values: list[float]) -> dict[str, float]:
