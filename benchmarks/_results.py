@@ -14,6 +14,12 @@ from pathlib import Path
 CPU_TARGETS = {"plan_vs_avx2": {"pp": 2.0, "tg": 1.0}, "plan_vs_official": {"pp": 1.0, "tg": 1.0}}
 
 
+def rotation(names: list[str], round_index: int) -> list[str]:
+    """Round r runs the names starting from the r-th, so no configuration always runs first."""
+    k = round_index % len(names)
+    return names[k:] + names[:k]
+
+
 def stats(values: list[float]) -> dict[str, float]:
     return {
         "median": statistics.median(values),

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from _results import rotation
 from _serve import serve_and_bench
 
 from llmhost.config import Config
@@ -295,7 +296,7 @@ def main() -> None:
                 print(f"time budget: skipping {model.name} round {rnd + 1}", flush=True)
                 break
             start = time.monotonic()
-            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            order = rotation(names, rnd)
             for name in order:
                 for test, values in run_bench(
                     builds[name], model, pin, ns.n_prompt, ns.n_gen, ns.reps
@@ -314,7 +315,7 @@ def main() -> None:
                 print(f"time budget: stopping before serve round {rnd + 1}", flush=True)
                 break
             start = time.monotonic()
-            order = serve_names[rnd % len(serve_names) :] + serve_names[: rnd % len(serve_names)]
+            order = rotation(serve_names, rnd)
             for name in order:
                 served.setdefault(name, []).append(
                     serve_once(builds[name], ns.serve, pin, ns.serve_requests, ns.serve_max_tokens)

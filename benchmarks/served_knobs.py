@@ -17,6 +17,7 @@ import platform
 import statistics
 from pathlib import Path
 
+from _results import rotation
 from _serve import serve_and_bench
 
 from llmhost.config import Config
@@ -72,7 +73,7 @@ def main() -> None:
     names = list(configs)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for rnd in range(ns.rounds):
-        order = names[rnd % len(names):] + names[: rnd % len(names)]
+        order = rotation(names, rnd)
         for name in order:
             args, env = configs[name]
             result = serve_and_bench(ns.server, ns.model, args, env=env, probe=kernel_view,
