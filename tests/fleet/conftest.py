@@ -30,7 +30,7 @@ HOST_CONFIG = {"guest-c": {**GROUP_CONFIG, "inference_cores": 2,
 
 def _required() -> None:
     if os.environ.get("LLMHOST_FLEET") != "1":
-        pytest.skip("boots three VMs (~25 min): set LLMHOST_FLEET=1 (CI does)")
+        pytest.skip("boots three VMs (~35 min): set LLMHOST_FLEET=1")
     if os.geteuid() != 0:
         pytest.fail("building the guest image needs root (debootstrap, chroot)")
     missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh") if not
@@ -91,8 +91,11 @@ def inventory(guests: dict[str, Guest], tmp_path_factory: pytest.TempPathFactory
         "ansible_user": "provision",
         "ansible_become": True,
         "ansible_ssh_private_key_file": str(key),
+        # Keepalives: a guest that reboots under qemu's user networking never resets the old
+        # TCP connection, and without them the reboot command's ssh waited forever (seen once).
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                   "-o LogLevel=ERROR",
+                                   "-o LogLevel=ERROR -o ServerAliveInterval=5 "
+                                   "-o ServerAliveCountMax=3",
         "cpu_isolation_reboot_ok": True,
         "cpu_isolation_reboot_throttle": 1,
         "cpu_isolation_reboot_timeout": 900,

@@ -241,7 +241,8 @@ class Guest:
 
 def ssh_options(key: Path) -> list[str]:
     return ["-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes"]  # fmt: skip
+            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
+            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]  # fmt: skip
 
 
 def boot(guests: Sequence[Guest]) -> dict[str, float]:
