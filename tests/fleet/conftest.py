@@ -94,8 +94,8 @@ def inventory(guests: dict[str, Guest], tmp_path_factory: pytest.TempPathFactory
         # Keepalives: a guest that reboots under qemu's user networking never resets the old
         # TCP connection, and without them the reboot command's ssh waited forever (seen once).
         "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
-                                   "-o LogLevel=ERROR -o ServerAliveInterval=5 "
-                                   "-o ServerAliveCountMax=3",
+                                   "-o LogLevel=ERROR -o ServerAliveInterval=10 "
+                                   "-o ServerAliveCountMax=6",
         "cpu_isolation_reboot_ok": True,
         "cpu_isolation_reboot_throttle": 1,
         "cpu_isolation_reboot_timeout": 900,

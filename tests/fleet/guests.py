@@ -242,7 +242,7 @@ class Guest:
 def ssh_options(key: Path) -> list[str]:
     return ["-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10", "-o", "BatchMode=yes",
-            "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]  # fmt: skip
+            "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=6"]  # fmt: skip
 
 
 def boot(guests: Sequence[Guest]) -> dict[str, float]:
