@@ -6,6 +6,7 @@ import shlex
 from dataclasses import dataclass
 
 from llmhost.cpulist import parse_cpulist
+from llmhost.kernel_cmdline import parse_cmdline
 from llmhost.sources import Source
 
 TRACKED_PARAMS: tuple[str, ...] = (
@@ -40,17 +41,6 @@ class KernelFacts:
         if not self.grub_dropin_params:
             return {}
         return {k: v for k, v in self.grub_dropin_params.items() if self.params.get(k) != v}
-
-
-def parse_cmdline(cmdline: str) -> dict[str, str]:
-    """Kernel parameters before any "--" (init's arguments); the last occurrence wins."""
-    params: dict[str, str] = {}
-    for token in cmdline.split():
-        if token == "--":
-            break
-        key, _, value = token.partition("=")
-        params[key] = value
-    return params
 
 
 def tracked(params: dict[str, str]) -> dict[str, str]:

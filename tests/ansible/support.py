@@ -150,6 +150,8 @@ def run_module(module: str, args: dict[str, Any], tmp: Path, *, library: Path,
     run = ansible_playbook(playbook, "-i", "localhost,", "-c", "local",
                            "-e", f"ansible_python_interpreter={sys.executable}", *flags,
                            env={"ANSIBLE_LIBRARY": str(library),
+                                # the role's module_utils, as a play of the role would see it
+                                "ANSIBLE_MODULE_UTILS": str(library.parent / "module_utils"),
                                 "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})  # fmt: skip
     try:
         shown = run.output[run.output.index("TASK [Show the result]"):]

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.llmhost_kernel_cmdline import parse_cmdline
 
 DOCUMENTATION = r"""
 module: llmhost_grub_dropin
@@ -102,16 +103,6 @@ def written_by_llmhost(text: str) -> bool:
     if not last.startswith(MARKER):
         return False
     return hashlib.sha256((body + "\n").encode()).hexdigest() == last[len(MARKER):].strip()
-
-
-def parse_cmdline(text: str) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for token in text.split():
-        if token == "--":
-            break
-        key, _, value = token.partition("=")
-        params[key] = value
-    return params
 
 
 def mkconfig(command: str, grub_cfg: str) -> list[str] | None:

@@ -1,0 +1,1 @@
+../../../llmhost/kernel_cmdline.py
