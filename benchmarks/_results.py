@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 # The Evidence issue's targets for the plan's build, per llama-bench test kind (pp, tg).
@@ -18,6 +20,26 @@ def rotation(names: list[str], round_index: int) -> list[str]:
     """Round r runs the names starting from the r-th, so no configuration always runs first."""
     k = round_index % len(names)
     return names[k:] + names[:k]
+
+
+def budgeted_rounds(
+    rounds: int,
+    names: list[str],
+    label: str,
+    fits: Callable[[float], bool],
+    estimate: Callable[[int, float], float] = lambda _rnd, last_s: last_s,
+) -> Iterator[tuple[int, list[str]]]:
+    """Yield (round, rotated names) while the next round, estimated from the last one's
+    duration, still fits the time budget; the caller runs the round in the loop body."""
+    last_s = 0.0
+    for rnd in range(rounds):
+        if not fits(estimate(rnd, last_s)):
+            print(f"time budget: stopping before {label} round {rnd + 1}", flush=True)
+            return
+        start, order = time.monotonic(), rotation(names, rnd)
+        yield rnd, order
+        last_s = time.monotonic() - start
+        print(f"{label} round {rnd + 1} {order} done in {last_s:.0f} s", flush=True)
 
 
 def stats(values: list[float]) -> dict[str, float]:

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _results import rotation
+from _results import budgeted_rounds
 from _serve import serve_and_bench
 
 from llmhost.config import Config
@@ -289,14 +289,13 @@ def main() -> None:
 
     last_s, last_bytes = 0.0, 1
     for model in ns.model:
-        for rnd in range(ns.rounds):
-            # a model's first round is estimated from the last one, scaled by file size
-            estimate = last_s * (1 if rnd else model.stat().st_size / last_bytes)
-            if not fits(estimate):
-                print(f"time budget: skipping {model.name} round {rnd + 1}", flush=True)
-                break
+        size = model.stat().st_size
+        # a model's first round is estimated from the previous model's last, scaled by file size
+        first = last_s * size / last_bytes
+        for rnd, order in budgeted_rounds(
+            ns.rounds, names, model.name, fits, lambda r, last, first=first: last if r else first
+        ):
             start = time.monotonic()
-            order = rotation(names, rnd)
             for name in order:
                 for test, values in run_bench(
                     builds[name], model, pin, ns.n_prompt, ns.n_gen, ns.reps
@@ -305,24 +304,15 @@ def main() -> None:
                         test, []
                     ).extend(values)
             rounds_done[model.name] = rnd + 1
-            last_s, last_bytes = time.monotonic() - start, model.stat().st_size
+            last_s, last_bytes = time.monotonic() - start, size
             write()
-            print(f"round {rnd + 1} {model.name} {order} done in {last_s:.0f} s", flush=True)
     if ns.serve:
-        last = 0.0
-        for rnd in range(ns.serve_rounds):
-            if not fits(last):
-                print(f"time budget: stopping before serve round {rnd + 1}", flush=True)
-                break
-            start = time.monotonic()
-            order = rotation(serve_names, rnd)
+        for _rnd, order in budgeted_rounds(ns.serve_rounds, serve_names, "serve", fits):
             for name in order:
                 served.setdefault(name, []).append(
                     serve_once(builds[name], ns.serve, pin, ns.serve_requests, ns.serve_max_tokens)
                 )
-            last = time.monotonic() - start
             write()
-            print(f"serve round {rnd + 1} {order} done in {last:.0f} s", flush=True)
     write()
     for model, rows in summarise(samples).items():
         for key in ("plan_vs_avx2", "plan_vs_official"):

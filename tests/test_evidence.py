@@ -345,3 +345,11 @@ def test_doctor_on_the_real_evidence_for_the_xeon():
     result = tuning_check(EMR, HUGETLB, "cpu", load_evidence())
     assert result.status == "warn"  # pinning alone and hugetlb alone measured nil there
     assert "CPU pinning: measured nil on Intel Emerald Rapids 16 vCPU" in result.detail
+
+
+def test_budgeted_rounds_rotate_and_stop_before_a_round_that_does_not_fit() -> None:
+    from _results import budgeted_rounds  # on sys.path since _load_script
+
+    ran = list(budgeted_rounds(5, ["a", "b", "c"], "t", lambda est: est < 2, lambda r, _: r))
+    assert ran == [(0, ["a", "b", "c"]), (1, ["b", "c", "a"])]
+    assert len(list(budgeted_rounds(4, ["a"], "t", lambda _est: True))) == 4
