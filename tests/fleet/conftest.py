@@ -30,7 +30,7 @@ HOST_CONFIG = {"guest-c": {**GROUP_CONFIG, "inference_cores": 2,
 
 def _required() -> None:
     if os.environ.get("LLMHOST_FLEET") != "1":
-        pytest.skip("boots three VMs (~35 min): set LLMHOST_FLEET=1")
+        pytest.skip("boots three VMs (~35 min): set LLMHOST_FLEET=1 (scripts/test-all.sh does)")
     if os.geteuid() != 0:
         pytest.fail("building the guest image needs root (debootstrap, chroot)")
     missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh") if not
