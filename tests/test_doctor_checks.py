@@ -138,3 +138,22 @@ def test_rendered_grub_dropin_is_what_doctor_reads(tmp_path):
     assert "vm.nr_hugepages = 0" in files["/etc/sysctl.d/60-llmhost-hugepages.conf"]
     affinity = files["/etc/systemd/system.conf.d/60-llmhost-cpuaffinity.conf"]
     assert "CPUAffinity=0 5 6 7 16 21 22 23" in affinity
+
+
+def test_daemon_down_fails_once_and_skips_what_reads_the_engine(tmp_path):
+    down = replace(
+        _engine(),
+        engine_reachable=False,
+        engine_error="Cannot connect to the Docker daemon at unix:///var/run/docker.sock",
+    )
+    checks, _ = doctor(tmp_path, containers=down)
+    assert checks["docker.engine"].status == "fail"
+    assert "Cannot connect" in checks["docker.engine"].detail
+    for check in ("images.flags", "services.health", "security.runc", "security.containerd",
+                  "security.images"):  # fmt: skip
+        assert (checks[check].status, checks[check].detail) == (
+            "skip",
+            "Docker engine not reachable",
+        ), check
+    up, _ = doctor(tmp_path, containers=_engine())
+    assert up["security.runc"].status != "skip"

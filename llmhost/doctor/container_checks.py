@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
+from llmhost.doctor.result import Context, Finding, fail, needs_engine, ok, skip, warn
 from llmhost.image_checks import cmake_defines
 from llmhost.plan import BuildPlan
 
@@ -60,12 +60,11 @@ def nvidia_runtime(ctx: Context) -> Finding:
     )
 
 
+@needs_engine
 def images_match(ctx: Context) -> Finding:
     if ctx.plan is None:
         return skip("no plan")
     c = ctx.facts.containers
-    if not c.engine_reachable:
-        return skip("Docker engine not reachable")
     problems: list[str] = []
     missing: list[str] = []
     good: list[str] = []
@@ -96,12 +95,11 @@ def images_match(ctx: Context) -> Finding:
     return ok(f"built for this host: {', '.join(good)}")
 
 
+@needs_engine
 def services_healthy(ctx: Context) -> Finding:
     if ctx.plan is None:
         return skip("no plan")
     c = ctx.facts.containers
-    if not c.engine_reachable:
-        return skip("Docker engine not reachable")
     ours = {x.service: x for x in c.containers if x.project == ctx.config.project}
     bad, down, good = [], [], []
     for svc in ctx.plan.services:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -68,3 +69,15 @@ def fail(detail: str, fix: str | None = None) -> Finding:
 
 def skip(detail: str) -> Finding:
     return Finding(Status.SKIP, detail)
+
+
+def needs_engine(check: CheckFn) -> CheckFn:
+    """Skip a check that reads the Docker engine when it is unreachable (docker.engine says why)."""
+
+    @functools.wraps(check)
+    def guarded(ctx: Context) -> Finding:
+        if not ctx.facts.containers.engine_reachable:
+            return skip("Docker engine not reachable")
+        return check(ctx)
+
+    return guarded

@@ -6,7 +6,16 @@ components, image labels): no subprocess here, so doctor stays fast.
 
 from __future__ import annotations
 
-from llmhost.doctor.result import Context, Finding, Status, fail, ok, skip, warn
+from llmhost.doctor.result import (
+    Context,
+    Finding,
+    Status,
+    fail,
+    needs_engine,
+    ok,
+    skip,
+    warn,
+)
 from llmhost.facts.containers import ImageInfo
 from llmhost.floors import (
     LABEL_FLOOR_OVERRIDE,
@@ -58,11 +67,10 @@ def nvidia_toolkit(ctx: Context) -> Finding:
     return _finding(check("nvidia-container-toolkit", version))
 
 
+@needs_engine
 def container_runtime(ctx: Context) -> Finding:
     """runc decides the runc escapes; the engine's own version only when runc is not reported."""
     c = ctx.facts.containers
-    if not c.engine_reachable:
-        return skip("Docker engine not reachable")
     if c.runc_version:
         return _finding(check("runc", c.runc_version), f"Docker {c.engine_version}, ")
     if c.engine_version:
@@ -70,10 +78,9 @@ def container_runtime(ctx: Context) -> Finding:
     return warn("the engine reported neither its version nor runc's")
 
 
+@needs_engine
 def containerd(ctx: Context) -> Finding:
     c = ctx.facts.containers
-    if not c.engine_reachable:
-        return skip("Docker engine not reachable")
     if not c.containerd_version:
         return skip("the engine reports no containerd component")
     return _finding(check("containerd", c.containerd_version))
@@ -105,10 +112,9 @@ def _combine(findings: list[Finding], none: str) -> Finding:
     return Finding(status, detail, fix)
 
 
+@needs_engine
 def image_floors(ctx: Context) -> Finding:
     """llama.cpp build and vLLM version in each image against their floors, overrides included."""
-    if not ctx.facts.containers.engine_reachable:
-        return skip("Docker engine not reachable")
     findings = []
     for service, image in _our_images(ctx):
         tag, labels = IMAGES[service], image.labels
