@@ -20,6 +20,7 @@ from llmhost.errors import LlmhostError
 from llmhost.floors import build_gate
 from llmhost.image_checks import add_labels, verify_built_image
 from llmhost.plan import Plan, ServicePlan
+from llmhost.source_fixes import FixedFile
 from llmhost.templates import render
 
 Progress = Callable[[str], None]
@@ -125,8 +126,12 @@ def _excluded(rel: str) -> bool:
     return any(rel == e or rel.startswith(e + "/") for e in CONTEXT_EXCLUDES)
 
 
-def build_context(dockerfile: str, source: LlamaSource | None) -> IO[bytes]:
-    """A gzip tar: the rendered Dockerfile plus `llama.cpp/` (no copy of the tree on disk)."""
+def build_context(
+    dockerfile: str, source: LlamaSource | None, fixed: dict[str, FixedFile] | None = None
+) -> IO[bytes]:
+    """A gzip tar: the rendered Dockerfile plus `llama.cpp/` (no copy of the tree on disk), with
+    `fixed` files (llmhost.source_fixes) in place of the tree's."""
+    fixed = fixed or {}
     buf = tempfile.TemporaryFile()  # noqa: SIM115 - returned open, closed by the caller
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
         data = dockerfile.encode()
@@ -139,9 +144,14 @@ def build_context(dockerfile: str, source: LlamaSource | None) -> IO[bytes]:
                 rel_root = "" if rel_root == "." else rel_root + "/"
                 dirs[:] = [d for d in dirs if not _excluded(rel_root + d)]
                 for name in files:
-                    tar.add(
-                        os.path.join(root, name), f"llama.cpp/{rel_root}{name}", recursive=False
-                    )
+                    arcname = f"llama.cpp/{rel_root}{name}"
+                    if rel_root + name in fixed:
+                        data = fixed[rel_root + name].data
+                        info = tar.gettarinfo(os.path.join(root, name), arcname)
+                        info.size = len(data)
+                        tar.addfile(info, io.BytesIO(data))
+                    else:
+                        tar.add(os.path.join(root, name), arcname, recursive=False)
     buf.seek(0)
     return buf
 

@@ -265,6 +265,7 @@ KNOBS: dict[str, Knob] = {
     "gpu.cuda_graphs": Knob(_cuda_graphs, None, MEASURE_GPU_KNOBS),
     "cpu_build.plan_vs_avx2": Knob(_always, None, MEASURE_CPU_BUILDS),
     "cpu_build.plan_vs_official": Knob(_always, None, MEASURE_CPU_BUILDS),
+    "cpu_build.amx": Knob(_always, None, MEASURE_CPU_BUILDS),
 }
 UNKNOWN_KNOB = Knob(lambda s: False, None, "python benchmarks/evidence.py")
 
@@ -315,6 +316,17 @@ def _text(applied: bool, verdict: Verdict, kind: str, basis: str) -> str:
     if applied:
         return f"applied by config, not measured positive on this kind of host ({basis})"
     return f"not applied; {basis}"
+
+
+def verdict_here(evidence: Evidence, knob: str, facts: HostFacts) -> tuple[Verdict, str]:
+    """A knob's verdict on this kind of host, and the measurements behind it."""
+    records = [r for r in evidence.records if r.knob == knob]
+    here = [r for r in records if same_kind(r, facts)]
+    if not here:
+        where = "; ".join(r.basis() for r in records)
+        return Verdict.NOT_MEASURED, f"measured elsewhere: {where}" if where else "no measurement"
+    verdict = combine(m.verdict for r in here for m in r.metrics)
+    return verdict, "; ".join(r.basis(with_verdict=False) for r in here)
 
 
 def recommend_knob(

@@ -6,13 +6,22 @@ Everything the CLI, the templates and the Ansible roles decide is decided here, 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmhost import selftest
 from llmhost.config import SERVICE_PROFILES, Config, ServiceConfig
 from llmhost.cpulist import cpumask_hex, format_cpulist
 from llmhost.errors import LlmhostError
-from llmhost.evidence import Evidence, Recommendation, recommend
+from llmhost.evidence import (
+    Evidence,
+    Recommendation,
+    Verdict,
+    load_evidence,
+    recommend,
+    verdict_here,
+)
 from llmhost.facts import HostFacts
 from llmhost.facts.cpu import CpuFacts
 from llmhost.facts.gpu import GpuFacts
@@ -83,6 +92,8 @@ class BuildPlan:
     torch_cuda_arch_list: str | None
     cuda_version: str | None
     reason: str
+    cpu_model: str = ""  # the CPU the build is for, as /proc/cpuinfo names it
+    left_out: dict[str, str] = field(default_factory=dict)  # ISA feature -> why it is off
 
 
 @dataclass(frozen=True)
@@ -278,18 +289,62 @@ _ISA_SWITCHES: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
-def cpu_cmake_flags(cpu: CpuFacts) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Explicit ISA switches (not -march=native) so an image built elsewhere matches this CPU."""
+# What leaving one feature out turns off (AMX's kernels need AVX-512 VNNI, so they go with it).
+_AMX = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
+LEAVE_OUT_SWITCHES: dict[str, tuple[str, ...]] = {
+    "amx": _AMX,
+    "avx512": ("GGML_AVX512", "GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", *_AMX),
+    "avx512_vnni": ("GGML_AVX512_VNNI", *_AMX),
+    "avx512_bf16": ("GGML_AVX512_BF16",),
+    "avx512_vbmi": ("GGML_AVX512_VBMI",),
+    "avx_vnni": ("GGML_AVX_VNNI",),
+}
+
+
+def cpu_cmake_flags(
+    cpu: CpuFacts, leave_out: Iterable[str] = ()
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Explicit ISA switches (not -march=native) so an image built elsewhere matches this CPU;
+    the features in `leave_out` (LEAVE_OUT_SWITCHES' keys) are switched off."""
     flags = ["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=OFF", "-DGGML_CPU_ALL_VARIANTS=OFF"]
+    off = {s for feature in leave_out for s in LEAVE_OUT_SWITCHES.get(feature, ())}
     isa: list[str] = []
     for needed, switch in _ISA_SWITCHES:
-        on = all(cpu.has(f) for f in needed)
+        on = all(cpu.has(f) for f in needed) and switch not in off
         if switch.startswith("GGML_AVX512_") and not all(cpu.has(f) for f in AVX512_BASE):
             on = False
         flags.append(f"-D{switch}={'ON' if on else 'OFF'}")
         if on:
             isa.append(switch.removeprefix("GGML_").lower())
     return tuple(flags), tuple(isa)
+
+
+AMX_KNOB = "cpu_build.amx"
+
+
+def isa_left_out(facts: HostFacts, evidence: Evidence) -> dict[str, str]:
+    """ISA features this host's build goes without, and why: kernels that crashed in an image's
+    self-test on this CPU (a refused image records it), and AMX unless measured faster here."""
+    out: dict[str, str] = {}
+    for image in facts.containers.images:
+        feature = image.labels.get(selftest.LABEL_LEAVE_OUT)
+        if feature in LEAVE_OUT_SWITCHES and (
+            image.labels.get(selftest.LABEL_CPU) == facts.cpu.model_name
+        ):
+            tag = image.tags[0] if image.tags else "a refused image"
+            detail = image.labels.get(selftest.LABEL, "").removeprefix("failed: ")
+            out[feature] = (
+                f"its kernels crashed in the self-test of {tag} on this CPU ({detail}); "
+                f"`docker rmi {tag}` lets the next plan try it again"
+            )
+    if facts.cpu.has("amx_int8") and "amx" not in out:
+        verdict, basis = verdict_here(evidence, AMX_KNOB, facts)
+        if verdict is not Verdict.POSITIVE:
+            out["amx"] = (
+                f"not measured faster than the same build without AMX on "
+                f"{facts.cpu.microarchitecture} ({AMX_KNOB} {verdict}: {basis})"
+            )
+    return out
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -452,7 +507,9 @@ def make_plan(
     if headers is None:
         headers = read_headers(config, profile)
     hugepages = plan_hugepages(config, headers, facts.memory.total_kb, profile)
-    cmake_flags, isa = cpu_cmake_flags(facts.cpu)
+    left_out = isa_left_out(facts, evidence or load_evidence())
+    cmake_flags, isa = cpu_cmake_flags(facts.cpu, left_out)
+    notes += [f"{feature} left out of the CPU build: {why}" for feature, why in left_out.items()]
     cuda_arch = torch_arch = cuda_version = None
     if profile in ("gpu", "all"):
         if not facts.gpu.present:
@@ -471,6 +528,8 @@ def make_plan(
         cuda_version=cuda_version,
         reason=f"{facts.cpu.microarchitecture}: {', '.join(isa) or 'no SIMD extensions'}"
         + (f"; GPUs sm_{cuda_arch} on CUDA {cuda_version}" if cuda_arch else ""),
+        cpu_model=facts.cpu.model_name,
+        left_out=left_out,
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")

@@ -1,12 +1,16 @@
 """The planner: table-driven over topologies, plus hugepage sizing from a real GGUF header."""
 
+import dataclasses
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from llmhost import selftest
 from llmhost.config import Config, HugepagesConfig, ServiceConfig
+from llmhost.evidence import Evidence, Hardware, Metric, Record, Verdict
 from llmhost.facts import gather
+from llmhost.facts.containers import ContainerFacts, ImageInfo
 from llmhost.facts.cpu import L3Domain, gather_cpu
 from llmhost.models import read_model_header
 from llmhost.plan import HUGEPAGE_SLACK_PAGES, PlanError, choose_cores, make_plan, model_memory
@@ -88,13 +92,75 @@ def test_l3_domains_from_sysfs(tmp_path):
 )
 def test_cmake_flags_match_cpu(tmp_path, cpuinfo, on, off):
     facts = gather(LiveSource(str(write_host_tree(tmp_path, cpuinfo, cores=4))), containers=False)
-    flags = make_plan(facts, Config(inference_cores=2)).build.llama_cpu_cmake_flags
+    evidence = amx_evidence(facts, Verdict.POSITIVE)
+    flags = make_plan(
+        facts, Config(inference_cores=2), evidence=evidence
+    ).build.llama_cpu_cmake_flags
     assert "-DGGML_NATIVE=OFF" in flags
     assert not any("march=native" in f for f in flags)
     for name in on:
         assert f"-DGGML_{name}=ON" in flags
     for name in off:
         assert f"-DGGML_{name}=OFF" in flags
+
+
+def amx_evidence(facts, verdict: Verdict) -> Evidence:
+    """Evidence with one cpu_build.amx record on this host's kind of CPU, of `verdict`."""
+    ratio = {Verdict.POSITIVE: 1.5, Verdict.NEGATIVE: 0.7}.get(verdict, 1.0)
+    metric = Metric("llama 1B Q4_0", "pp512", ratio, ratio * 0.95, ratio * 1.05, 3, 3, verdict)
+    hardware = Hardware(vendor=facts.cpu.vendor, microarchitecture=facts.cpu.microarchitecture)
+    record = Record("cpu_build.amx", "AMX", "cpu", "llama-cpu", "plan vs plan without AMX",
+                    hardware, (metric,), verdict, "results.json")  # fmt: skip
+    return Evidence(0.02, (record,))
+
+
+@pytest.mark.parametrize(
+    ("evidence", "amx_on", "why"),
+    [
+        (None, False, "not measured"),
+        (Verdict.NIL, False, "cpu_build.amx nil"),
+        (Verdict.NEGATIVE, False, "cpu_build.amx negative"),
+        (Verdict.POSITIVE, True, None),
+    ],
+)
+def test_amx_only_where_measured_faster(tmp_path, evidence, amx_on, why):
+    facts = gather(LiveSource(str(write_host_tree(tmp_path, EMR, cores=4))), containers=False)
+    known = Evidence(0.02, ()) if evidence is None else amx_evidence(facts, evidence)
+    plan = make_plan(facts, Config(inference_cores=2), evidence=known)
+    flags = plan.build.llama_cpu_cmake_flags
+    for switch in ("AMX_TILE", "AMX_INT8", "AMX_BF16"):
+        assert f"-DGGML_{switch}={'ON' if amx_on else 'OFF'}" in flags
+    assert "-DGGML_AVX512_VNNI=ON" in flags  # the rest of the ISA stays
+    if why:
+        assert why in plan.build.left_out["amx"]
+        assert any(n.startswith("amx left out of the CPU build") for n in plan.notes)
+    else:
+        assert "amx" not in plan.build.left_out
+
+
+def test_a_refused_image_leaves_its_feature_out(tmp_path):
+    """A self-test crash recorded on a refused image of this CPU turns the feature off; an image
+    refused on another CPU model does not."""
+    facts = gather(LiveSource(str(write_host_tree(tmp_path, EMR, cores=4))), containers=False)
+    labels = {
+        selftest.LABEL: "failed: llama-bench died with SIGILL at `vdpbf16ps`",
+        selftest.LABEL_LEAVE_OUT: "avx512_bf16",
+        selftest.LABEL_CPU: facts.cpu.model_name,
+    }
+    other = {**labels, selftest.LABEL_CPU: "AMD EPYC 9654", selftest.LABEL_LEAVE_OUT: "avx_vnni"}
+    images = (ImageInfo(("llmhost/llama-cpu:refused",), labels, 0),
+              ImageInfo(("elsewhere:refused",), other, 0))  # fmt: skip
+    facts = dataclasses.replace(
+        facts, containers=ContainerFacts(engine_reachable=True, engine_error=None, images=images)
+    )
+    plan = make_plan(
+        facts, Config(inference_cores=2), evidence=amx_evidence(facts, Verdict.POSITIVE)
+    )
+    flags = plan.build.llama_cpu_cmake_flags
+    assert "-DGGML_AVX512_BF16=OFF" in flags and "-DGGML_AVX_VNNI=ON" in flags
+    assert "-DGGML_AMX_INT8=ON" in flags
+    why = plan.build.left_out["avx512_bf16"]
+    assert "SIGILL" in why and "docker rmi llmhost/llama-cpu:refused" in why
 
 
 def test_avx2_only_cpu_turns_avx512_off(tmp_path):

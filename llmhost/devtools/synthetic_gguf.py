@@ -1,6 +1,7 @@
 """Random-weight llama GGUF files, so builds, deploys and benchmarks can run a real llama-server
 without downloading a model. The vocabulary comes from a vocab-only GGUF (llama.cpp ships them
-under models/), which makes tokenization real; the weights produce fluent nonsense.
+under models/), which makes tokenization real; the weights produce fluent nonsense. Without one,
+a minimal byte-level SentencePiece vocabulary is written (any text tokenizes, byte by byte).
 
     python -m llmhost.devtools.synthetic_gguf --vocab ggml-vocab-llama-spm.gguf --out tiny.gguf
 """
@@ -177,9 +178,28 @@ def _copy_tokenizer(writer: gguf.GGUFWriter, vocab_gguf: Path) -> int:
     return n_vocab
 
 
+# The byte-level vocabulary: llama.cpp's SPM tokenizer falls back to <0xXX> pieces for any byte.
+_SPECIAL_TOKENS = (("<unk>", gguf.TokenType.UNKNOWN), ("<s>", gguf.TokenType.CONTROL),
+                   ("</s>", gguf.TokenType.CONTROL))  # fmt: skip
+
+
+def _add_byte_vocab(writer: gguf.GGUFWriter) -> int:
+    """A 259-token SPM vocabulary (<unk>, <s>, </s> and one piece per byte); its size."""
+    tokens = [t for t, _ in _SPECIAL_TOKENS] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [int(k) for _, k in _SPECIAL_TOKENS] + [int(gguf.TokenType.BYTE)] * 256
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([0.0] * len(tokens))
+    writer.add_token_types(types)
+    writer.add_unk_token_id(0)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    return len(tokens)
+
+
 def write_llama_gguf(
     path: str | Path,
-    vocab_gguf: str | Path,
+    vocab_gguf: str | Path | None,
     *,
     n_layer: int = PRESETS["tiny"].n_layer,
     n_embd: int = PRESETS["tiny"].n_embd,
@@ -193,7 +213,8 @@ def write_llama_gguf(
     seed: int = 0,
     name: str = "llmhost-synthetic-llama",
 ) -> Path:
-    """Write a random-weight llama GGUF with the vocabulary of `vocab_gguf`; returns `path`.
+    """Write a random-weight llama GGUF with the vocabulary of `vocab_gguf` (None: the built-in
+    byte vocabulary); returns `path`.
 
     Tensors are streamed one at a time, so a 7B file needs about one tensor's worth of memory.
     """
@@ -220,7 +241,9 @@ def write_llama_gguf(
     writer.add_layer_norm_rms_eps(1e-5)
     writer.add_rope_dimension_count(shape.head_dim)
     writer.add_rope_freq_base(shape.rope_freq_base)
-    n_vocab = _copy_tokenizer(writer, Path(vocab_gguf))
+    n_vocab = (
+        _add_byte_vocab(writer) if vocab_gguf is None else _copy_tokenizer(writer, Path(vocab_gguf))
+    )
     writer.add_vocab_size(n_vocab)
 
     specs = list(_tensor_specs(shape, n_vocab))
@@ -245,7 +268,7 @@ def write_llama_gguf(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vocab", required=True, type=Path, help="vocab-only GGUF")
+    parser.add_argument("--vocab", type=Path, help="vocab-only GGUF (default: byte vocabulary)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
     parser.add_argument("--type", dest="tensor_type", choices=sorted(TENSOR_TYPES), default="q8_0")
