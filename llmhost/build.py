@@ -14,18 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from llmhost import __version__
+from llmhost import __version__, selftest
 from llmhost.config import Config
 from llmhost.errors import LlmhostError
 from llmhost.floors import build_gate
 from llmhost.image_checks import add_labels, verify_built_image
 from llmhost.plan import Plan, ServicePlan
-from llmhost.source_fixes import FixedFile
+from llmhost.source_fixes import FixedFile, fix_tree
 from llmhost.templates import render
 
 Progress = Callable[[str], None]
 # A release at or above every llama.cpp security floor known to llmhost (docs/security.md).
 DEFAULT_LLAMA_REF = "b10864"
+LABEL_SOURCE_FIXES = "io.llmhost.llama.source_fixes"  # ids of llmhost.source_fixes applied
+LABEL_LEFT_OUT = "io.llmhost.isa.left_out"  # ISA features the plan switched off, and why
 CUDA_DEVEL_IMAGE = "nvidia/cuda:{version}-devel-ubuntu24.04"  # also where cuobjdump comes from
 LLAMA_TARBALL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{ref}.tar.gz"
 # Source paths a server build never reads: kept out of the build context.
@@ -252,6 +254,53 @@ def _stream(events: Iterator[dict[str, Any]], progress: Progress) -> str:
     return image_id
 
 
+def with_tag(image: str, tag: str) -> str:
+    """`llmhost/llama-cpu:latest` -> `llmhost/llama-cpu:<tag>`."""
+    return f"{image.rpartition(':')[0] or image}:{tag}"
+
+
+def selftest_gate(
+    client: Any, svc: ServicePlan, candidate: str, plan: Plan, progress: Progress, *, run: bool
+) -> dict[str, str]:
+    """Self-test a CPU image before it gets its tag: labels to record on success; on a crash the
+    candidate is kept as `:refused` (its labels tell the next plan what to leave out) and the
+    build stops with the signal, the instruction when known, and the fix."""
+    if not run:
+        progress(f"self-test of {svc.image} not run: built for {plan.hostname}, not this host")
+        return {selftest.LABEL: f"not run: built for {plan.hostname} on another host"}
+    progress(f"self-test: llama-bench of {candidate} on {', '.join(selftest.MODEL_TYPES)} models")
+    result = selftest.run_selftest(client, candidate, threads=min(4, os.cpu_count() or 2))
+    summary = result.summary()
+    if result.passed:
+        progress(f"self-test passed: {summary}")
+        return {selftest.LABEL: "passed", selftest.LABEL_CPU: plan.build.cpu_model}
+    for case in result.crashed:
+        progress(f"--- {case.name}: exit {case.exit_code} ---\n{case.output}")
+    leave = result.leave_out(plan.build.cpu_isa)
+    refused = with_tag(svc.image, "refused")
+    labels = {
+        selftest.LABEL: f"failed: {summary}"[:900],
+        selftest.LABEL_LEAVE_OUT: leave or "",
+        selftest.LABEL_CPU: plan.build.cpu_model,
+    }
+    add_labels(client, candidate, labels)
+    client.tag(candidate, *refused.rsplit(":", 1))
+    client.remove_image(candidate)
+    if leave:
+        fix = (
+            f"run `llmhost build --profile cpu` again: the next plan leaves {leave} out on this "
+            f"CPU ({refused} records why; `docker rmi {refused}` forgets it)"
+        )
+    else:
+        fix = (
+            "build another llama.cpp release (--llama-ref TAG) and report it with "
+            f"`llmhost snapshot`; {refused} keeps the image for a look"
+        )
+    raise LlmhostError(
+        f"{svc.image} was not tagged: its self-test crashed on this CPU: {summary}", fix=fix
+    )
+
+
 def build_images(
     plan: Plan,
     config: Config,
@@ -261,9 +310,12 @@ def build_images(
     progress: Progress,
     jobs: int | None = None,
     allow_below_floor: bool = False,
+    selftest_here: bool = True,
 ) -> list[BuiltImage]:
-    """Build every planned service's image; the llama ones from `source`. Versions below their
-    security floor are refused first; each image is checked against this host once built."""
+    """Build every planned service's image; the llama ones from `source` with the known source
+    fixes. Versions below their security floor are refused first; each image is built under a
+    `:candidate` tag, checked against the plan's host, the CPU image self-tested (unless built
+    for another host: `selftest_here`), and only then tagged as the plan names it."""
     import docker
     from docker.errors import DockerException
 
@@ -280,38 +332,51 @@ def build_images(
         if needs_source and source is None:
             raise LlmhostError("no llama.cpp source given")
         labels = {**labels_for(svc, plan, source if needs_source else None), **gates[svc.name]}
+        fixed = fix_tree(source.tree, plan.build.llama_cpu_cmake_flags) if source else {}
+        for rel, fixed_file in fixed.items() if needs_source else ():
+            fix = fixed_file.fix
+            progress(f"llama.cpp source fix {fix.id} in {rel}: {fix.why} ({fix.upstream})")
+        if fixed and needs_source:
+            labels[LABEL_SOURCE_FIXES] = ",".join(sorted(f.fix.id for f in fixed.values()))
+        if plan.build.left_out and needs_source:
+            labels[LABEL_LEFT_OUT] = "; ".join(f"{k}: {v}" for k, v in plan.build.left_out.items())
         dockerfile = render_dockerfile(
             svc, plan, config, base_image or config.images.base_image, labels, jobs
         )
+        candidate = with_tag(svc.image, "candidate")
         progress(f"building {svc.image} ({svc.name})")
         start = time.monotonic()
-        with build_context(dockerfile, source if needs_source else None) as ctx:
+        context = build_context(dockerfile, source if needs_source else None, fixed)
+        with context as ctx:
             events = client.build(
                 fileobj=ctx,
                 custom_context=True,
                 encoding="gzip",
-                tag=svc.image,
+                tag=candidate,
                 rm=True,
                 forcerm=True,
                 decode=True,
             )
-            image_id = _stream(events, progress)
-        info = client.inspect_image(svc.image)
+            _stream(events, progress)
+        info = client.inspect_image(candidate)
         cuda = plan.build.cuda_version
         devel = CUDA_DEVEL_IMAGE.format(version=cuda) if cuda else None
         found = verify_built_image(
-            client, svc.name, svc.image, info["Config"].get("Labels") or {}, plan, devel, progress
+            client, svc.name, candidate, info["Config"].get("Labels") or {}, plan, devel, progress
         )
-        if found:
-            image_id = add_labels(client, svc.image, found)
-            info = client.inspect_image(svc.image)
+        if svc.name == "llama-cpu":
+            found.update(selftest_gate(client, svc, candidate, plan, progress, run=selftest_here))
+        image_id = add_labels(client, candidate, found) if found else info["Id"]
+        client.tag(image_id, *svc.image.rsplit(":", 1))
+        client.remove_image(candidate)
+        info = client.inspect_image(svc.image)
         seconds = time.monotonic() - start
         progress(f"built {svc.image} in {seconds:.0f} s")
         built.append(
             BuiltImage(
                 svc.name,
                 svc.image,
-                image_id or info["Id"],
+                image_id,
                 seconds,
                 dict(info["Config"].get("Labels") or {}),
             )

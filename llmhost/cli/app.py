@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from llmhost.config import Config, load_config
 from llmhost.facts import HostFacts, gather
 from llmhost.sources import LiveSource, SnapshotSource, Source
+
+if TYPE_CHECKING:
+    from llmhost.models import ModelHeader
+    from llmhost.plan import Plan
 
 
 @dataclass
@@ -26,6 +30,23 @@ class App:
 
     def facts(self, snapshot: str | None = None, *, containers: bool = True) -> HostFacts:
         return gather(self.source(snapshot), containers=containers)
+
+    def plan(
+        self,
+        profile: str | None,
+        snapshot: str | None = None,
+        *,
+        headers: dict[str, ModelHeader] | None = None,
+    ) -> tuple[HostFacts, Plan]:
+        """The way a command gets its plan: every fact (images and containers included: refused
+        images and running services change it), the config and the shipped evidence.
+        `headers={}` plans without reading model files (a build needs none)."""
+        from llmhost.evidence import load_evidence
+        from llmhost.plan import make_plan
+
+        facts = self.facts(snapshot)
+        plan = make_plan(facts, self.config(), profile, headers=headers, evidence=load_evidence())
+        return facts, plan
 
 
 def abort(message: str, code: int = 1) -> NoReturn:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import click
 
-from llmhost.cli.app import PROFILE_OPTION, App, pass_app
+from llmhost.cli.app import FROM_OPTION, PROFILE_OPTION, App, pass_app
 
 
 @click.command("build")
 @PROFILE_OPTION
+@FROM_OPTION
 @click.option(
     "--llama-source",
     type=click.Path(file_okay=False, exists=True),
@@ -36,23 +37,24 @@ from llmhost.cli.app import PROFILE_OPTION, App, pass_app
 def command(
     app: App,
     profile: str | None,
+    snapshot: str | None,
     llama_source: str | None,
     llama_ref: str | None,
     base_image: str | None,
     jobs: int | None,
     allow_below_floor: bool,
 ) -> None:
-    """Render the Dockerfiles from the plan and build them, streaming the build log."""
+    """Render the Dockerfiles from the plan and build them, streaming the build log; the CPU image
+    is self-tested before it is tagged. With --from, build for the host a snapshot describes (the
+    self-test then runs there: `llmhost doctor`)."""
     from llmhost.build import DEFAULT_LLAMA_REF, build_images, fetch_release, local_source
     from llmhost.errors import LlmhostError
     from llmhost.floors import build_gate
-    from llmhost.plan import make_plan
 
     if llama_source and llama_ref:
         raise LlmhostError("give --llama-source or --llama-ref, not both", exit_code=2)
     config = app.config()
-    facts = app.facts(containers=False)
-    plan = make_plan(facts, config, profile, headers={})
+    _, plan = app.plan(profile, snapshot, headers={})
     needs_source = any(s.name != "vllm-gpu" for s in plan.services)
     source = None
     if needs_source:
@@ -68,6 +70,7 @@ def command(
         progress=click.echo,
         jobs=jobs,
         allow_below_floor=allow_below_floor,
+        selftest_here=snapshot is None,
     )
     for image in built:
         flags = image.labels.get("io.llmhost.llama.cmake_flags", "")

@@ -6,7 +6,6 @@ import click
 
 from llmhost import deploy as deploy_lib
 from llmhost.cli.app import PROFILE_OPTION, App, pass_app
-from llmhost.plan import make_plan
 
 
 @click.command("deploy")
@@ -34,8 +33,7 @@ from llmhost.plan import make_plan
 def command(app: App, profile: str | None, timeout_s: int, bench: bool, no_hugepages: bool) -> None:
     """Render the compose project from the plan, start it and wait until healthy."""
     config = app.config()
-    facts = app.facts()
-    plan = make_plan(facts, config, profile)
+    facts, plan = app.plan(profile)
     click.echo(f"deploying {', '.join(s.name for s in plan.services)} (profile {plan.profile})")
     deploy_lib.up(
         plan,

@@ -43,7 +43,10 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except LlmhostError as exc:
-            abort(str(exc), exc.exit_code)
+            message = str(exc)
+            if exc.fix and exc.fix not in message:
+                message += f"; fix: {exc.fix}"
+            abort(message, exc.exit_code)
         except (click.ClickException, click.exceptions.Exit, click.Abort, SystemExit):
             raise
         except KeyboardInterrupt:

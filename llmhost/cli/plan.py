@@ -8,9 +8,7 @@ import click
 
 from llmhost.cli.app import FROM_OPTION, JSON_OPTION, PROFILE_OPTION, App, pass_app
 from llmhost.cli.render import echo_json, render_plan
-from llmhost.evidence import load_evidence
 from llmhost.inventory import write_host_vars
-from llmhost.plan import make_plan
 
 
 @click.command("plan")
@@ -38,9 +36,7 @@ def command(
     host_files: bool,
 ) -> None:
     """Derive inference cores, hugepages, build flags and services from the host's facts."""
-    config = app.config()
-    facts = app.facts(snapshot, containers=False)
-    plan = make_plan(facts, config, profile, evidence=load_evidence())
+    _, plan = app.plan(profile, snapshot)
     if write_inventory:
         path = write_host_vars(plan, Path(write_inventory))
         if not as_json:

@@ -7,6 +7,7 @@ from llmhost.doctor import evidence_checks as ec
 from llmhost.doctor import gpu_checks as gc
 from llmhost.doctor import host_checks as hc
 from llmhost.doctor import live_checks as lc
+from llmhost.doctor import selftest_checks as sc
 from llmhost.doctor import version_checks as vc
 from llmhost.doctor.result import CheckFn
 
@@ -32,6 +33,7 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
     ("security.containerd", "containerd security floor", vc.containerd),
     ("security.images", "Image versions vs security floors", vc.image_floors),
     ("images.cpu_isa", "CPU image instruction sets on this CPU", vc.cpu_image_isa),
+    ("images.cpu_selftest", "CPU image self-test on this CPU", sc.cpu_image_selftest),
     ("images.gpu_code", "GPU images: machine code, CUDA, driver", vc.gpu_images),
     ("live.hugepages", "Weights on 2 MiB pages (running server)", lc.weights_on_hugepages),
     ("live.threads", "Compute threads on planned CPUs (running server)", lc.threads_pinned),
