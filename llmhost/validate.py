@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from llmhost.bench.report import REPORT_SCHEMA
 from llmhost.config import Config
 from llmhost.facts import HostFacts, to_jsonable
 from llmhost.plan import Plan, ServicePlan
@@ -35,7 +36,7 @@ def evidence(
 ) -> dict[str, Any]:
     """The saved result: runs + the host's facts + the image's build labels + verdict."""
     return {
-        "schema": "llmhost.bench-report/1",
+        "schema": REPORT_SCHEMA,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "service": service,
         "host": {
@@ -53,10 +54,15 @@ def evidence(
 
 
 def save(report: dict[str, Any], out_dir: Path, name: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    write_report(report, path)
     return path
+
+
+def write_report(report: dict[str, Any], path: Path) -> None:
+    """(Re)write a report, e.g. once its plot exists and `plot` can name it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def default_out_dir() -> Path:

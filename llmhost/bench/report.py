@@ -17,6 +17,7 @@ from llmhost.bench.metrics import LATENCY_METRICS, PERCENTILES, BenchSummary, tp
 from llmhost.bench.runner import BenchResult
 
 SCHEMA = "llmhost.bench/1"
+REPORT_SCHEMA = "llmhost.bench-report/1"  # a saved `llmhost bench` report: runs + host + gates
 STATS: tuple[str, ...] = ("mean", "median", "std", *(f"p{p}" for p in PERCENTILES))
 # Gate aliases for throughput-like figures: target key stem -> summary key.
 THROUGHPUT_KEYS: dict[str, str] = {

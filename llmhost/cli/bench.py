@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -12,6 +13,9 @@ from llmhost.cli.render import echo_json
 from llmhost.config import SERVICE_PROFILES
 from llmhost.errors import LlmhostError
 from llmhost.facts import to_jsonable
+
+if TYPE_CHECKING:
+    from llmhost.bench.sweep import Sweep
 
 
 @click.command("bench")
@@ -46,6 +50,13 @@ from llmhost.facts import to_jsonable
     default=None,
     help="An earlier result JSON to compare against.",
 )
+@click.option(
+    "--plot",
+    "replot",
+    is_flag=True,
+    help="Redraw the table and plot of saved REPORT.json files (one line each) instead.",
+)
+@click.argument("reports", nargs=-1, metavar="[REPORT.json]...")
 @JSON_OPTION
 @pass_app
 def command(
@@ -58,13 +69,30 @@ def command(
     mode: str,
     out_dir: str | None,
     compare_file: str | None,
+    replot: bool,
+    reports: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Stream requests, report TTFT/ITL/TPOT/E2E percentiles and tok/s, gate against targets."""
+    """Stream requests, report TTFT/ITL/TPOT/E2E percentiles and tok/s, gate against targets.
+
+    A sweep (several --concurrency) ends in one table and a PNG next to the saved JSON;
+    `--plot REPORT.json ...` redraws saved reports, one line per report, in one figure.
+    """
+    if replot or reports:
+        bench_options = (service, url, concurrency, n_requests, max_tokens, compare_file)
+        _replot(reports, out_dir, as_json, benching=any(bench_options), replot=replot)
+        return
     from llmhost.bench.report import compare, gate, to_dict
     from llmhost.bench.runner import run_bench
     from llmhost.plan import make_plan
-    from llmhost.validate import default_out_dir, evidence, image_labels, save, service_url
+    from llmhost.validate import (
+        default_out_dir,
+        evidence,
+        image_labels,
+        save,
+        service_url,
+        write_report,
+    )
 
     if bool(service) == bool(url):
         raise LlmhostError("give exactly one of --service NAME or --url URL", exit_code=2)
@@ -102,14 +130,65 @@ def command(
             [compare(o, n) for o, n in zip(old_runs, runs, strict=False)]
         )
     path = save(report, Path(out_dir) if out_dir else default_out_dir(), service or "url")
+    sweep, plot_line = None, ""
+    if len(runs) > 1:
+        from llmhost.bench.sweep import sweep_of
+
+        sweep = sweep_of(report, str(path))
+        png, plot_line = _plot([sweep], path.with_suffix(".png"))
+        report["plot"] = str(png.resolve()) if png else None
+        write_report(report, path)
     if as_json:
         echo_json(report)
+        if plot_line:
+            click.echo(plot_line, err=True)
     else:
-        _render(report, path)
+        _render(report, path, sweep, plot_line)
     raise SystemExit(0 if report["passed"] else 1)
 
 
-def _render(report: dict, path: Path) -> None:
+def _replot(
+    reports: tuple[str, ...], out_dir: str | None, as_json: bool, *, benching: bool, replot: bool
+) -> None:
+    """`--plot`: tables and one figure from saved reports; exit 1 when the plot was skipped."""
+    from llmhost.bench.sweep import plot_name, read_report, sweep_of, table_lines
+
+    if not replot:
+        raise LlmhostError(f"unexpected argument {reports[0]!r}; saved reports need --plot", 2)
+    if not reports:
+        raise LlmhostError("--plot needs at least one saved REPORT.json", exit_code=2)
+    if benching:
+        raise LlmhostError(
+            "--plot redraws saved reports; it takes no --service, --url, --concurrency, "
+            "--requests, --max-tokens or --compare",
+            exit_code=2,
+        )
+    paths = [Path(r) for r in reports]
+    sweeps = [sweep_of(read_report(p), str(p)) for p in paths]
+    png = Path(out_dir or paths[0].parent) / plot_name(paths)
+    written, plot_line = _plot(sweeps, png)
+    if as_json:
+        echo_json({"sweeps": sweeps, "plot": str(written.resolve()) if written else None})
+    else:
+        click.echo("\n\n".join("\n".join(table_lines(sweep)) for sweep in sweeps))
+    click.echo(plot_line, err=as_json)
+    raise SystemExit(0 if written else 1)
+
+
+def _plot(sweeps: list[Sweep], png: Path) -> tuple[Path | None, str]:
+    """Write the figure; the line to print says where, or why it was skipped."""
+    from llmhost.bench.sweep import PlotUnavailable, write_plot
+
+    try:
+        written = write_plot(sweeps, png)
+    except PlotUnavailable as exc:
+        return None, str(exc)
+    except OSError as exc:
+        return None, f"plot skipped: cannot write {png}: {exc.strerror or exc}"
+    return written, f"plot: {written}"
+
+
+def _render(report: dict, path: Path, sweep: Sweep | None, plot_line: str) -> None:
     for run in report["runs"]:
         s, c = run["summary"], run["config"]
         click.echo(
@@ -138,6 +217,11 @@ def _render(report: dict, path: Path) -> None:
                     f"    {row['metric']:<20} {row['old']:10.1f} -> {row['new']:10.1f}  "
                     f"{ratio}  {row['verdict']}"
                 )
+    if sweep is not None:
+        from llmhost.bench.sweep import table_lines
+
+        click.echo("\n".join(table_lines(sweep)))
+        click.echo(plot_line)
     for check in report["gates"]:
         mark = "PASS" if check["passed"] else "FAIL"
         click.echo(f"  gate {check['target']}: {check['actual']} (limit {check['limit']}) {mark}")
