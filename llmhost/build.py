@@ -20,6 +20,7 @@ from llmhost.errors import LlmhostError
 from llmhost.floors import build_gate
 from llmhost.image_checks import add_labels, verify_built_image
 from llmhost.plan import Plan, ServicePlan
+from llmhost.services import REGISTRY, VLLM
 from llmhost.source_fixes import FixedFile, fix_tree
 from llmhost.templates import render
 
@@ -44,12 +45,6 @@ CONTEXT_EXCLUDES = (
     "build",
     "tools/ui/tests",
 )
-TEMPLATES = {
-    "llama-cpu": "llama-cpu.Dockerfile.j2",
-    "llama-gpu": "llama-cuda.Dockerfile.j2",
-    "vllm-gpu": "vllm.Dockerfile.j2",
-}
-IMAGE_PROFILE = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
 
 
 @dataclass(frozen=True)
@@ -163,7 +158,7 @@ def labels_for(svc: ServicePlan, plan: Plan, source: LlamaSource | None) -> dict
         "org.opencontainers.image.title": f"llmhost {svc.name}",
         "org.opencontainers.image.created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "org.opencontainers.image.vendor": "llmhost",
-        "io.llmhost.profile": IMAGE_PROFILE[svc.name],
+        "io.llmhost.profile": REGISTRY[svc.name].image_profile,
         "io.llmhost.built_for": plan.hostname,
         "io.llmhost.llmhost_version": __version__,
         "io.llmhost.isa": ",".join(plan.build.cpu_isa),
@@ -183,32 +178,22 @@ def labels_for(svc: ServicePlan, plan: Plan, source: LlamaSource | None) -> dict
 def render_dockerfile(
     svc: ServicePlan, plan: Plan, config: Config, base_image: str, labels: dict[str, str], jobs: int
 ) -> str:
+    """The service's Dockerfile template, given every build input (each uses what it needs)."""
     build = plan.build
-    if svc.name == "llama-cpu":
-        return render(
-            TEMPLATES[svc.name],
-            base_image=base_image,
-            labels=labels,
-            jobs=jobs,
-            cmake_flags=list(build.llama_cpu_cmake_flags),
-        )
-    if build.cuda_version is None:
+    if svc.gpu and build.cuda_version is None:
         raise LlmhostError(f"{svc.name} needs a GPU plan: no NVIDIA GPU was detected")
-    if svc.name == "llama-gpu":
-        return render(
-            TEMPLATES[svc.name],
-            cuda_devel_image=CUDA_DEVEL_IMAGE.format(version=build.cuda_version),
-            cuda_runtime_image=f"nvidia/cuda:{build.cuda_version}-runtime-ubuntu24.04",
-            cuda_architectures=build.cuda_architectures,
-            cmake_flags=list(build.llama_cpu_cmake_flags),
-            labels=labels,
-            jobs=jobs,
-        )
+    cuda = build.cuda_version
     return render(
-        TEMPLATES[svc.name],
+        REGISTRY[svc.name].dockerfile,
+        base_image=base_image,
+        labels=labels,
+        jobs=jobs,
+        cmake_flags=list(build.llama_cpu_cmake_flags),
+        cuda_devel_image=CUDA_DEVEL_IMAGE.format(version=cuda),
+        cuda_runtime_image=f"nvidia/cuda:{cuda}-runtime-ubuntu24.04",
+        cuda_architectures=build.cuda_architectures,
         vllm_version=config.images.vllm_version,
         torch_cuda_arch_list=build.torch_cuda_arch_list,
-        labels=labels,
     )
 
 
@@ -225,7 +210,7 @@ def _floor_gates(
     for svc in plan.services:
         version = (
             config.images.vllm_version
-            if svc.name == "vllm-gpu"
+            if svc.engine == VLLM
             else (source.version if source else "")
         )
         gates[svc.name], note = build_gate(
@@ -328,7 +313,7 @@ def build_images(
     jobs = jobs or os.cpu_count() or 2
     gates = _floor_gates(plan, config, source, allow_below_floor, progress)
     for svc in plan.services:
-        needs_source = svc.name != "vllm-gpu"
+        needs_source = REGISTRY[svc.name].needs_llama_source
         if needs_source and source is None:
             raise LlmhostError("no llama.cpp source given")
         labels = {**labels_for(svc, plan, source if needs_source else None), **gates[svc.name]}
@@ -364,7 +349,7 @@ def build_images(
         found = verify_built_image(
             client, svc.name, candidate, info["Config"].get("Labels") or {}, plan, devel, progress
         )
-        if svc.name == "llama-cpu":
+        if needs_source and not svc.gpu:  # a CPU llama.cpp image: self-test it here
             found.update(selftest_gate(client, svc, candidate, plan, progress, run=selftest_here))
         image_id = add_labels(client, candidate, found) if found else info["Id"]
         client.tag(image_id, *svc.image.rsplit(":", 1))

@@ -12,28 +12,35 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.errors import LlmhostError
+from llmhost.services import REGISTRY, SERVING_MODES
 
 PROFILES = ("cpu", "gpu", "all")
-SERVICE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "gpu", "vllm-gpu": "gpu"}
+SERVICE_PROFILES = {s.name: s.device for s in REGISTRY.values()}
 CACHE_TYPES = ("f16", "bf16", "q8_0", "q4_0")
+KV_CACHE_DTYPES = ("auto", "fp8")
 CONFIG_ENV = "LLMHOST_CONFIG"
 DEFAULT_CONFIG_PATHS = ("llmhost.yaml", "/etc/llmhost/llmhost.yaml")
 
 
-# Smoke-bench gates (vLLM metric names): loose enough for any healthy host of the class.
-CPU_TARGETS = {"ttft_p90_ms": 10000.0, "output_tok_s_min": 1.0, "failed_max": 0.0}
-GPU_TARGETS = {"ttft_p90_ms": 2000.0, "output_tok_s_min": 20.0, "failed_max": 0.0}
-
-
 @dataclass(frozen=True)
 class ServiceConfig:
+    """One service's settings; None means: the serving configuration's (or the plan's) choice."""
+
     port: int
     model: str | None = None  # file name under models_dir (GGUF) or a model directory (vLLM)
-    ctx_size: int = 4096  # tokens per parallel slot
-    parallel: int = 1
-    cache_type: str = "f16"
+    ctx_size: int = 4096  # tokens one request may use (vLLM's max-model-len)
+    serving: str | None = None  # latency | throughput (default: the service's)
+    parallel: int | None = None  # llama.cpp slots / vLLM max-num-seqs
+    kv_tokens: int | None = None  # llama.cpp: tokens of KV cache in all
+    cache_type: str = "f16"  # llama.cpp KV cache type
+    kv_cache_dtype: str = "auto"  # vLLM KV cache: the model's dtype, or fp8
     gpu_layers: int = 999
-    targets: dict[str, float] = field(default_factory=dict)
+    flash_attn: bool | None = None
+    cuda_graphs: bool | None = None
+    gpu_memory_utilization: float | None = None  # vLLM: else the GPU memory plan's share
+    tensor_parallel_size: int | None = None  # vLLM: else the smallest group the model fits
+    gpus: tuple[int, ...] | None = None  # GPU indices: else the GPU memory plan's placement
+    targets: dict[str, float] = field(default_factory=dict)  # over the serving mode's gates
 
 
 @dataclass(frozen=True)
@@ -70,9 +77,7 @@ class Config:
     project: str = "llmhost"
     services: dict[str, ServiceConfig] = field(
         default_factory=lambda: {
-            "llama-cpu": ServiceConfig(port=8001, targets=dict(CPU_TARGETS)),
-            "llama-gpu": ServiceConfig(port=8004, targets=dict(GPU_TARGETS)),
-            "vllm-gpu": ServiceConfig(port=8005, targets=dict(GPU_TARGETS)),
+            name: ServiceConfig(port=spec.default_port) for name, spec in REGISTRY.items()
         }
     )
     hugepages: HugepagesConfig = field(default_factory=HugepagesConfig)
@@ -112,6 +117,21 @@ def _check_str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> 
     return value
 
 
+def _check_choice(key: str, value: Any, choices: tuple[int, ...]) -> int:
+    if isinstance(value, bool) or value not in choices:
+        raise _fail(key, f"must be one of {', '.join(map(str, choices))} (got {value!r})")
+    return int(value)
+
+
+def _check_gpus(key: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise _fail(key, f"must be a list of GPU indices like [0] or [1, 2] (got {value!r})")
+    indices = tuple(_check_int(f"{key}[{i}]", v, 0, 63) for i, v in enumerate(value))
+    if len(set(indices)) != len(indices):
+        raise _fail(key, f"lists a GPU twice (got {list(indices)})")
+    return indices
+
+
 def _check_mapping(key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise _fail(key, f"must be a mapping (got {type(value).__name__})")
@@ -136,12 +156,27 @@ def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig
         out["model"] = None if data["model"] is None else _check_str(f"{key}.model", data["model"])
     if "ctx_size" in data:
         out["ctx_size"] = _check_int(f"{key}.ctx_size", data["ctx_size"], 128, 1 << 21)
-    if "parallel" in data:
-        out["parallel"] = _check_int(f"{key}.parallel", data["parallel"], 1, 256)
     if "cache_type" in data:
         out["cache_type"] = _check_str(f"{key}.cache_type", data["cache_type"], CACHE_TYPES)
+    if "kv_cache_dtype" in data:
+        out["kv_cache_dtype"] = _check_str(
+            f"{key}.kv_cache_dtype", data["kv_cache_dtype"], KV_CACHE_DTYPES
+        )
     if "gpu_layers" in data:
         out["gpu_layers"] = _check_int(f"{key}.gpu_layers", data["gpu_layers"], 0, 10000)
+    optional = {
+        "serving": lambda k, v: _check_str(k, v, SERVING_MODES),
+        "parallel": lambda k, v: _check_int(k, v, 1, 1024),
+        "kv_tokens": lambda k, v: _check_int(k, v, 128, 1 << 24),
+        "flash_attn": _check_bool,
+        "cuda_graphs": _check_bool,
+        "gpu_memory_utilization": lambda k, v: _check_float(k, v, 0.05, 0.98),
+        "tensor_parallel_size": lambda k, v: _check_choice(k, v, (1, 2, 4, 8)),
+        "gpus": _check_gpus,
+    }
+    for name, check in optional.items():
+        if name in data:
+            out[name] = None if data[name] is None else check(f"{key}.{name}", data[name])
     if "targets" in data:
         out["targets"] = _targets(f"{key}.targets", data["targets"])
     return replace(base, **out)

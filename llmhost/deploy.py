@@ -17,8 +17,9 @@ from llmhost.config import Config
 from llmhost.errors import LlmhostError
 from llmhost.facts import HostFacts
 from llmhost.image_checks import refuse_mismatched_cpu_image
-from llmhost.models import read_model_header
+from llmhost.models import read_hf_model, read_model_header
 from llmhost.plan import Plan, ServicePlan
+from llmhost.services import REGISTRY
 from llmhost.templates import render
 
 Progress = Callable[[str], None]
@@ -55,7 +56,6 @@ def render_compose(plan: Plan, config: Config) -> str:
         models_dir=str(Path(config.models_dir).resolve()),
         services=plan.services,
         api_key=config.api_key,
-        memlock=False,
     )
 
 
@@ -119,9 +119,8 @@ def _check_model(svc: ServicePlan, config: Config) -> None:
     if not svc.model:
         raise LlmhostError(f"no model configured for {svc.name}: set services.{svc.name}.model")
     path = Path(config.models_dir) / svc.model
-    if svc.name == "vllm-gpu":
-        if not path.exists():
-            raise LlmhostError(f"model {path} for {svc.name} does not exist")
+    if REGISTRY[svc.name].model_kind == "hf":
+        read_hf_model(path)  # raises: not a directory, no config.json, no safetensors
         return
     read_model_header(path)  # raises "does not exist" / "not a GGUF file"
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from llmhost.facts import HostFacts
     from llmhost.plan import ServicePlan
+    from llmhost.services import LlamaKnobs
 
 EVIDENCE_PATH = Path(__file__).parent / "data" / "evidence.json"
 FORMAT = 1
@@ -216,21 +217,20 @@ def load_evidence(path: Path = EVIDENCE_PATH) -> Evidence:
 # ---------------------------------------------------------------- knobs the plan applies
 
 
+def _llama(s: ServicePlan) -> LlamaKnobs | None:
+    from llmhost.services import LlamaKnobs
+
+    return s.knobs if isinstance(s.knobs, LlamaKnobs) else None
+
+
 def _pinned(s: ServicePlan) -> bool:
-    return "--cpu-strict" in s.args and "--cpu-mask" in s.args
-
-
-def _tunable(s: ServicePlan, value: str) -> bool:
-    return f"glibc.malloc.hugetlb={value}" in s.env.get("GLIBC_TUNABLES", "")
+    k = _llama(s)
+    return bool(k and k.cpu_mask)
 
 
 def _hugetlb(s: ServicePlan) -> bool:
-    return _tunable(s, "2") and "--load-mode" in s.args
-
-
-def _option_off(s: ServicePlan, names: tuple[str, ...]) -> bool:
-    args = list(s.args)
-    return any(a in names and args[i + 1 : i + 2] in (["off"], ["0"]) for i, a in enumerate(args))
+    k = _llama(s)
+    return bool(k and k.hugetlb_malloc and k.load_mode_none)
 
 
 @dataclass(frozen=True)
@@ -245,11 +245,16 @@ def _pinned_hugetlb(s: ServicePlan) -> bool:
 
 
 def _flash_attn(s: ServicePlan) -> bool:
-    return not _option_off(s, ("-fa", "--flash-attn"))  # llama.cpp's default: auto -> on
+    k = _llama(s)
+    return bool(k and k.flash_attn != "off")  # llama.cpp's default: auto -> on
 
 
 def _cuda_graphs(s: ServicePlan) -> bool:
-    return "GGML_CUDA_DISABLE_GRAPHS" not in s.env  # llama.cpp's default: on
+    return s.knobs.cuda_graphs
+
+
+def _never(s: ServicePlan) -> bool:
+    return False
 
 
 def _always(s: ServicePlan) -> bool:
@@ -260,7 +265,8 @@ KNOBS: dict[str, Knob] = {
     "cpu.pinning": Knob(_pinned, None, MEASURE_CPU_KNOBS),
     "cpu.hugetlb_weights": Knob(_hugetlb, HUGEPAGES_OFF, MEASURE_CPU_KNOBS),
     "cpu.pinning_hugetlb": Knob(_pinned_hugetlb, HUGEPAGES_OFF, MEASURE_CPU_KNOBS),
-    "cpu.thp_weights": Knob(lambda s: _tunable(s, "1"), None, MEASURE_CPU_KNOBS),
+    # glibc.malloc.hugetlb=1 (THP for the heap): measured, never planned.
+    "cpu.thp_weights": Knob(_never, None, MEASURE_CPU_KNOBS),
     "gpu.flash_attn": Knob(_flash_attn, None, MEASURE_GPU_KNOBS),
     "gpu.cuda_graphs": Knob(_cuda_graphs, None, MEASURE_GPU_KNOBS),
     "cpu_build.plan_vs_avx2": Knob(_always, None, MEASURE_CPU_BUILDS),

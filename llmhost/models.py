@@ -1,4 +1,5 @@
-"""What a GGUF model will cost in memory, read from its header with the `gguf` package."""
+"""What a model will cost in memory: a GGUF file's header (the `gguf` package), or a Hugging Face
+model directory's config.json and safetensors sizes (what vLLM serves)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ class ModelHeader:
     context_length: int
     weights_bytes: int
     file_bytes: int
+    embedding_bytes: int = 0  # token_embd: llama.cpp keeps the input embedding in host memory
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """K and V elements per token over all layers (multiply by the cache type's width)."""
+        return self.n_layer * self.n_head_kv * (self.head_dim_k + self.head_dim_v)
 
 
 def _value(reader: Any, key: str, default: Any = None) -> Any:
@@ -72,4 +79,72 @@ def read_model_header(path: str | Path) -> ModelHeader:
         context_length=int(_value(reader, f"{arch}.context_length", 0)),
         weights_bytes=sum(int(t.n_bytes) for t in reader.tensors),
         file_bytes=file.stat().st_size,
+        embedding_bytes=sum(
+            int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight"
+        ),
     )
+
+
+# Bytes per element of a Hugging Face dtype name.
+HF_DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "float8_e4m3fn": 1}
+
+
+@dataclass(frozen=True)
+class HfModel:
+    """A model directory vLLM serves: shapes from config.json, weights from the safetensors."""
+
+    path: str
+    architecture: str
+    n_layer: int
+    hidden_size: int
+    n_head: int
+    n_head_kv: int
+    head_dim: int
+    intermediate_size: int
+    vocab_size: int
+    max_position_embeddings: int
+    dtype: str  # torch_dtype: what an "auto" KV cache is stored in
+    weights_bytes: int
+
+    @property
+    def kv_elements_per_token(self) -> int:
+        return self.n_layer * self.n_head_kv * self.head_dim * 2
+
+
+def read_hf_model(path: str | Path) -> HfModel:
+    """config.json and the *.safetensors sizes of a model directory; a clear error otherwise."""
+    import json
+
+    root = Path(path)
+    config_file = root / "config.json"
+    if not root.is_dir():
+        raise LlmhostError(f"model {root} is not a directory (vLLM serves a model directory)")
+    try:
+        config = json.loads(config_file.read_text())
+    except FileNotFoundError:
+        raise LlmhostError(f"model {root} has no config.json") from None
+    except (OSError, ValueError) as exc:
+        raise LlmhostError(f"model {root}: config.json is unreadable ({exc})") from None
+    text = config.get("text_config") or config  # multimodal models nest the language model
+    try:
+        n_head = int(text["num_attention_heads"])
+        hidden = int(text["hidden_size"])
+        model = HfModel(
+            path=str(root),
+            architecture=str((config.get("architectures") or ["unknown"])[0]),
+            n_layer=int(text["num_hidden_layers"]),
+            hidden_size=hidden,
+            n_head=n_head,
+            n_head_kv=int(text.get("num_key_value_heads") or n_head),
+            head_dim=int(text.get("head_dim") or hidden // n_head),
+            intermediate_size=int(text.get("intermediate_size") or 4 * hidden),
+            vocab_size=int(text["vocab_size"]),
+            max_position_embeddings=int(text.get("max_position_embeddings") or 0),
+            dtype=str(text.get("torch_dtype") or config.get("torch_dtype") or "bfloat16"),
+            weights_bytes=sum(f.stat().st_size for f in root.glob("*.safetensors")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LlmhostError(f"model {root}: config.json lacks a usable {exc}") from None
+    if model.weights_bytes == 0:
+        raise LlmhostError(f"model {root} has no *.safetensors weights")
+    return model

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmhost import selftest
-from llmhost.config import SERVICE_PROFILES, Config, ServiceConfig
-from llmhost.cpulist import cpumask_hex, format_cpulist
+from llmhost.config import Config, ServiceConfig
+from llmhost.cpulist import format_cpulist
 from llmhost.errors import LlmhostError
 from llmhost.evidence import (
     Evidence,
@@ -25,21 +25,33 @@ from llmhost.evidence import (
 from llmhost.facts import HostFacts
 from llmhost.facts.cpu import CpuFacts
 from llmhost.facts.gpu import GpuFacts
-from llmhost.models import ModelHeader, read_model_header
+from llmhost.gpu_memory import (
+    CACHE_TYPE_BYTES,
+    UBATCH,
+    GpuMemoryPlan,
+    LlamaDemand,
+    VllmDemand,
+    plan_gpu_memory,
+)
+from llmhost.models import HfModel, ModelHeader, read_hf_model, read_model_header
+from llmhost.services import (
+    LLAMA_CPP,
+    REGISTRY,
+    SERVING,
+    TARGETS,
+    VLLM,
+    Knobs,
+    LlamaKnobs,
+    ServiceSpec,
+    VllmKnobs,
+)
 
 HUGEPAGE_KB = 2048
-IMAGES: dict[str, str] = {
-    "llama-cpu": "llmhost/llama-cpu:latest",
-    "llama-gpu": "llmhost/llama-cuda:latest",
-    "vllm-gpu": "llmhost/vllm:latest",
-}
+IMAGES: dict[str, str] = {name: spec.image for name, spec in REGISTRY.items()}
 # CUDA container versions we build on, newest last; a driver runs images up to its own CUDA.
 CUDA_IMAGE_VERSIONS: tuple[str, ...] = ("12.8.1", "12.9.1", "13.0.1")
 # Blackwell consumer/workstation parts (sm_120) need CUDA 12.8 or newer.
 MIN_CUDA_FOR_CC: dict[tuple[int, int], str] = {(12, 0): "12.8", (12, 1): "12.9", (10, 0): "12.8"}
-# Bytes per KV-cache element by llama.cpp cache type (q8_0: 34 bytes / 32 values).
-CACHE_TYPE_BYTES: dict[str, float] = {"f16": 2.0, "bf16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
-UBATCH = 512
 # Largest share of RAM llmhost will ever pin in hugepages; the host must keep working.
 MAX_HUGEPAGE_RAM_FRACTION = 0.75
 
@@ -98,8 +110,13 @@ class BuildPlan:
 
 @dataclass(frozen=True)
 class ServicePlan:
+    """One service as it will run: its registry fields, its typed knobs, and the arguments and
+    environment rendered from them (kept rendered so the plan's JSON shows them)."""
+
     name: str
-    profile: str
+    profile: str  # the profile that deploys it: its device, "cpu" or "gpu"
+    engine: str
+    serving: str
     image: str
     port: int
     container_port: int
@@ -107,11 +124,17 @@ class ServicePlan:
     cpuset: str
     threads: int
     gpu: bool
+    gpus: tuple[int, ...]
     model: str | None
+    knobs: Knobs
     args: tuple[str, ...]
     env: dict[str, str]
     start_period_s: int
     targets: dict[str, float]
+    bench_concurrency: int  # the smoke bench's concurrency, where `targets` apply
+    api_key_env: str
+    shm_size: str | None
+    memlock: bool = False
 
 
 @dataclass(frozen=True)
@@ -126,6 +149,7 @@ class Plan:
     notes: tuple[str, ...]
     # What the measurements say about each tuning knob on this kind of host; annotation only.
     recommendations: tuple[Recommendation, ...] = ()
+    gpu_memory: GpuMemoryPlan | None = None
 
     def service(self, name: str) -> ServicePlan | None:
         return next((s for s in self.services if s.name == name), None)
@@ -193,12 +217,14 @@ def choose_cores(cpu: CpuFacts, count: int) -> CorePlan:
 def kernel_params(cores: CorePlan, hugepages: HugepagePlan, boot_hugepages: bool) -> dict[str, str]:
     """The boot parameters (tuned's cpu-partitioning set) llmhost's GRUB drop-in carries."""
     isolated = cores.inference_cpulist
-    params = {
-        "isolcpus": f"managed_irq,domain,{isolated}",
-        "nohz_full": isolated,
-        "rcu_nocbs": isolated,
-        "irqaffinity": cores.housekeeping_cpulist,
-    }
+    params = {}
+    if cores.inference_cpus:
+        params = {
+            "isolcpus": f"managed_irq,domain,{isolated}",
+            "nohz_full": isolated,
+            "rcu_nocbs": isolated,
+            "irqaffinity": cores.housekeeping_cpulist,
+        }
     if boot_hugepages and hugepages.pages:
         params.update(hugepagesz="2M", hugepages=str(hugepages.pages))
     return params
@@ -208,18 +234,17 @@ def kernel_params(cores: CorePlan, hugepages: HugepagePlan, boot_hugepages: bool
 
 
 def model_memory(service: str, header: ModelHeader, svc: ServiceConfig) -> ModelMemory:
-    """Weights + KV cache for ctx x slots + compute buffers, as llama.cpp's CPU backend
+    """Weights + KV cache for the service's tokens + compute buffers, as llama.cpp's CPU backend
     allocates them."""
-    n_ctx = svc.ctx_size * svc.parallel
-    per_token = header.n_layer * header.n_head_kv * (header.head_dim_k + header.head_dim_v)
-    kv = int(per_token * n_ctx * CACHE_TYPE_BYTES[svc.cache_type])
+    n_ctx = llama_kv_tokens(REGISTRY[service], svc)
+    kv = int(header.kv_bytes_per_token * n_ctx * CACHE_TYPE_BYTES[svc.cache_type])
     # Compute buffer: logits for one ubatch + activations (f32), measured ~this size in llama.cpp.
     compute = 4 * UBATCH * (header.n_vocab + 4 * header.n_embd + 2 * header.n_ff)
     return ModelMemory(service, header.path, header.weights_bytes, kv, compute)
 
 
 def plan_hugepages(
-    config: Config, headers: dict[str, ModelHeader], total_ram_kb: int, profile: str
+    config: Config, headers: Models, total_ram_kb: int, profile: str
 ) -> HugepagePlan:
     hp = config.hugepages
     if not hp.enabled:
@@ -235,7 +260,7 @@ def plan_hugepages(
     else:
         svc = config.services["llama-cpu"]
         header = headers.get("llama-cpu")
-        if header is None:
+        if not isinstance(header, ModelHeader):
             return HugepagePlan(
                 HUGEPAGE_KB,
                 0,
@@ -253,7 +278,8 @@ def plan_hugepages(
         mib = 1024 * 1024
         reason = (
             f"{Path(header.path).name}: weights {mem.weights_bytes / mib:.0f} MiB + KV cache "
-            f"{mem.kv_cache_bytes / mib:.0f} MiB ({svc.ctx_size} tokens x {svc.parallel} slots, "
+            f"{mem.kv_cache_bytes / mib:.0f} MiB ({svc.ctx_size} tokens x "
+            f"{parallel_of(REGISTRY['llama-cpu'], svc)} slots, "
             f"{svc.cache_type}) + compute {mem.compute_bytes / mib:.0f} MiB, "
             f"+{hp.headroom_pct:g}% headroom + {HUGEPAGE_SLACK_PAGES} pages for glibc's heap"
         )
@@ -380,137 +406,268 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
 # ---------------------------------------------------------------- services
 
 
-LLAMA_PORT, VLLM_PORT = 8080, 8000
-# glibc >= 2.35 serves malloc from the reserved 2 MiB pool (ggml's CPU buffers use
-# posix_memalign); with `--load-mode none` the weights are read into those buffers instead
-# of the page cache.
-# arena_max=1: without it glibc gives every allocating thread its own 8 MiB heap from the pool.
-HUGETLB_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=2:glibc.malloc.arena_max=1"}
 # Pages beyond the model's own needs: glibc's main heap and small allocations also come from
 # the pool once the tunable is on (measured: ~16 pages for llama-server on a tiny model).
 HUGEPAGE_SLACK_PAGES = 16
+# llama.cpp GPU services' share of the CPUs the GPU engines get (vLLM's API server, tokenizer and
+# engine process want more); at least one core, at most this many.
+LLAMA_GPU_MAX_CORES = 4
+Models = dict[str, ModelHeader | HfModel]
 
 
-def _llama_args(
-    svc: ServiceConfig, threads: int, gpu: bool, cores: CorePlan, hugepages: bool
-) -> tuple[str, ...]:
-    args = [
-        "--host",
-        "0.0.0.0",
-        "--port",
-        str(LLAMA_PORT),
-        "--ctx-size",
-        str(svc.ctx_size * svc.parallel),
-        "--parallel",
-        str(svc.parallel),
-        "--threads",
-        str(threads),
-        "--threads-batch",
-        str(threads),
-        "--cache-type-k",
-        svc.cache_type,
-        "--cache-type-v",
-        svc.cache_type,
-        "--metrics",
+def serving_of(spec: ServiceSpec, svc: ServiceConfig) -> str:
+    return svc.serving or spec.default_serving
+
+
+def parallel_of(spec: ServiceSpec, svc: ServiceConfig) -> int | None:
+    """Slots (llama.cpp) or max-num-seqs (vLLM): explicit, else the serving configuration's
+    (None: vLLM's is sized by the GPU memory plan)."""
+    return svc.parallel or SERVING[(spec.engine, spec.device, serving_of(spec, svc))].parallel
+
+
+def llama_kv_tokens(spec: ServiceSpec, svc: ServiceConfig) -> int:
+    """llama.cpp's --ctx-size: per-slot context x slots, or one shared pool (kv_unified)."""
+    preset = SERVING[(spec.engine, spec.device, serving_of(spec, svc))]
+    if svc.kv_tokens:
+        return svc.kv_tokens
+    if preset.kv_unified:
+        return svc.ctx_size * preset.kv_tokens_per_ctx
+    return svc.ctx_size * (parallel_of(spec, svc) or 1)
+
+
+def gpu_engine_cpus(
+    cpu: CpuFacts, cores: CorePlan, profile: str, specs: list[ServiceSpec]
+) -> tuple[dict[str, tuple[int, ...]], str]:
+    """CPUs for the GPU engines' host threads, off CPU 0's core (the OS and IRQs) where the host
+    has more: every other core with the gpu profile (nothing is isolated then), the housekeeping
+    cores next to llama-cpu's isolated ones with `all`. llama.cpp's GPU services take a few
+    cores, vLLM the rest."""
+    gpu_specs = [s for s in specs if s.device == "gpu"]
+    if not gpu_specs:
+        return {}, ""
+    cpu0_core = next((c for c in cpu.smt_sibling_sets if 0 in c), (0,))
+    pool_cores = [c for c in cpu.smt_sibling_sets if not set(c) & set(cores.inference_cpus)] or [
+        cpu0_core
     ]
-    if svc.model:
-        args[:0] = ["--model", f"/models/{svc.model}"]
-    if gpu:
-        args += ["--n-gpu-layers", str(svc.gpu_layers)]
-    else:
-        args += ["--cpu-mask", cpumask_hex(cores.compute_cpus), "--cpu-strict", "1"]
-        if hugepages:
-            # llama.cpp >= b10114 (PR 20834): --load-mode replaced --no-mmap.
-            args += ["--load-mode", "none"]
-    return tuple(args)
+    if len(pool_cores) > 1:
+        pool_cores = [c for c in pool_cores if c != cpu0_core]
+    llamas = [s for s in gpu_specs if s.engine == LLAMA_CPP]
+    others = [s for s in gpu_specs if s.engine != LLAMA_CPP]
+    n_llama = 0 if not others else min(LLAMA_GPU_MAX_CORES, max(1, len(pool_cores) // 4))
+    out: dict[str, tuple[int, ...]] = {}
+    for s in llamas:
+        chosen = pool_cores[:n_llama] if others and len(pool_cores) > 1 else pool_cores
+        out[s.name] = tuple(sorted(c for core in chosen for c in core))
+    for s in others:
+        chosen = pool_cores[n_llama:] if llamas and len(pool_cores) > 1 else pool_cores
+        out[s.name] = tuple(sorted(c for core in chosen for c in core))
+    where = (
+        "every core but CPU 0's (nothing is isolated with the gpu profile)"
+        if profile == "gpu"
+        else "the cores llama-cpu's isolation leaves, CPU 0's excepted where there are more"
+    )
+    reason = (
+        "GPU engines' host threads on "
+        + where
+        + ": "
+        + ", ".join(f"{name} {format_cpulist(c)}" for name, c in out.items())
+    )
+    return out, reason
+
+
+def _gpu_demands(config: Config, specs: list[ServiceSpec], models: Models) -> list:
+    demands: list[LlamaDemand | VllmDemand] = []
+    for spec in specs:
+        svc = config.services[spec.name]
+        model = models.get(spec.name)
+        if spec.device != "gpu":
+            continue
+        if spec.engine == LLAMA_CPP:
+            header = model if isinstance(model, ModelHeader) else None
+            demands.append(
+                LlamaDemand(
+                    spec.name,
+                    header,
+                    llama_kv_tokens(spec, svc),
+                    svc.cache_type,
+                    svc.gpu_layers,
+                    svc.gpus,
+                )
+            )
+        elif spec.engine == VLLM:
+            hf = model if isinstance(model, HfModel) else None
+            demands.append(
+                VllmDemand(
+                    spec.name,
+                    hf,
+                    svc.ctx_size,
+                    svc.kv_cache_dtype,
+                    parallel_of(spec, svc),
+                    svc.gpu_memory_utilization,
+                    svc.tensor_parallel_size,
+                    svc.gpus,
+                )
+            )
+    return demands
+
+
+def _knobs(
+    spec: ServiceSpec,
+    svc: ServiceConfig,
+    cores: CorePlan,
+    threads: int,
+    use_pages: bool,
+    memory: GpuMemoryPlan | None,
+) -> Knobs:
+    preset = SERVING[(spec.engine, spec.device, serving_of(spec, svc))]
+    model = f"/models/{svc.model}" if svc.model else None
+    cuda_graphs = preset.cuda_graphs if svc.cuda_graphs is None else svc.cuda_graphs
+    if spec.engine == VLLM:
+        place = memory.placements[spec.name] if memory else None
+        return VllmKnobs(
+            port=spec.container_port,
+            model=model,
+            max_model_len=svc.ctx_size,
+            max_num_seqs=(place.max_num_seqs if place else None) or parallel_of(spec, svc) or 1,
+            gpu_memory_utilization=(place.utilization if place else None) or 0.9,
+            kv_cache_dtype=svc.kv_cache_dtype,
+            tensor_parallel_size=place.tensor_parallel_size if place else 1,
+            chunked_prefill=preset.chunked_prefill,
+            prefix_caching=preset.prefix_caching,
+            cuda_graphs=cuda_graphs,
+        )
+    on_gpu = spec.device == "gpu"
+    flash = preset.flash_attn if svc.flash_attn is None else ("on" if svc.flash_attn else "off")
+    return LlamaKnobs(
+        port=spec.container_port,
+        model=model,
+        ctx_size=llama_kv_tokens(spec, svc),
+        parallel=parallel_of(spec, svc) or 1,
+        kv_unified=preset.kv_unified,
+        cache_type=svc.cache_type,
+        threads=threads,
+        gpu_layers=svc.gpu_layers if on_gpu else None,
+        flash_attn=flash,
+        cuda_graphs=cuda_graphs,
+        cpu_mask=() if on_gpu else cores.compute_cpus,
+        load_mode_none=use_pages,
+        hugetlb_malloc=use_pages,
+    )
 
 
 def plan_services(
-    config: Config, cores: CorePlan, hugepages: HugepagePlan, profile: str
-) -> tuple[ServicePlan, ...]:
+    config: Config,
+    cores: CorePlan,
+    hugepages: HugepagePlan,
+    profile: str,
+    cpu: CpuFacts,
+    memory: GpuMemoryPlan | None,
+) -> tuple[tuple[ServicePlan, ...], str]:
+    """One ServicePlan per registry entry the profile deploys, knobs rendered to arguments."""
+    specs = [s for s in REGISTRY.values() if profile in ("all", s.device)]
+    engine_cpus, cpu_reason = gpu_engine_cpus(cpu, cores, profile, specs)
     services = []
-    for name, svc_profile in SERVICE_PROFILES.items():
-        if profile not in ("all", svc_profile):
-            continue
-        svc = config.services[name]
-        on_gpu = svc_profile == "gpu"
-        cpus = cores.housekeeping_cpus if on_gpu else cores.inference_cpus
+    for spec in specs:
+        svc = config.services[spec.name]
+        on_gpu = spec.device == "gpu"
+        cpus = engine_cpus[spec.name] if on_gpu else cores.inference_cpus
         threads = min(4, len(cpus)) if on_gpu else len(cores.compute_cpus)
-        env: dict[str, str] = {}
-        if name == "vllm-gpu":
-            port = VLLM_PORT
-            env["HOME"] = "/tmp"  # non-root user: caches go to a writable place
-            args: tuple[str, ...] = (
-                "--host",
-                "0.0.0.0",
-                "--port",
-                str(VLLM_PORT),
-                "--max-model-len",
-                str(svc.ctx_size),
-                "--max-num-seqs",
-                str(max(svc.parallel, 1)),
-            )
-            if svc.model:
-                args = ("--model", f"/models/{svc.model}", *args)
-        else:
-            port = LLAMA_PORT
-            use_pages = not on_gpu and hugepages.pages > 0
-            args = _llama_args(svc, threads, on_gpu, cores, use_pages)
-            if use_pages:
-                env.update(HUGETLB_ENV)
+        use_pages = not on_gpu and hugepages.pages > 0
+        knobs = _knobs(spec, svc, cores, threads, use_pages, memory)
+        concurrency, targets = TARGETS[(spec.engine, spec.device, serving_of(spec, svc))]
+        place = memory.placements.get(spec.name) if memory else None
         services.append(
             ServicePlan(
-                name=name,
-                profile=svc_profile,
-                image=IMAGES[name],
+                name=spec.name,
+                profile=spec.device,
+                engine=spec.engine,
+                serving=serving_of(spec, svc),
+                image=spec.image,
                 port=svc.port,
-                container_port=port,
+                container_port=spec.container_port,
                 bind_address=config.bind_address,
                 cpuset=format_cpulist(cpus),
                 threads=threads,
                 gpu=on_gpu,
+                gpus=place.gpus if place else (),
                 model=svc.model,
-                args=args,
-                env=env,
-                start_period_s=900 if name == "vllm-gpu" else 300,
-                targets=dict(svc.targets),
+                knobs=knobs,
+                args=knobs.args(),
+                env=knobs.env(),
+                start_period_s=spec.start_period_s,
+                targets={**targets, **svc.targets},
+                bench_concurrency=concurrency,
+                api_key_env=spec.api_key_env,
+                shm_size=spec.shm_size,
             )
         )
-    return tuple(services)
+    return tuple(services), cpu_reason
 
 
 # ---------------------------------------------------------------- the plan
 
 
-def read_headers(config: Config, profile: str) -> dict[str, ModelHeader]:
-    """GGUF headers of the configured CPU model (the only one hugepages back)."""
-    svc = config.services["llama-cpu"]
-    if profile == "gpu" or not svc.model:
-        return {}
-    return {"llama-cpu": read_model_header(Path(config.models_dir) / svc.model)}
+def read_models(config: Config, profile: str) -> Models:
+    """The configured models of the profile's services: GGUF headers, model directories."""
+    models: Models = {}
+    for spec in REGISTRY.values():
+        svc = config.services[spec.name]
+        if profile not in ("all", spec.device) or not svc.model:
+            continue
+        path = Path(config.models_dir) / svc.model
+        try:
+            models[spec.name] = (
+                read_model_header(path) if spec.model_kind == "gguf" else read_hf_model(path)
+            )
+        except LlmhostError as exc:
+            raise PlanError(f"{spec.name}: {exc}", fix=f"services.{spec.name}.model") from None
+    return models
+
+
+def gpu_profile_cores(cpu: CpuFacts) -> CorePlan:
+    """The gpu profile isolates nothing: CPU 0's core keeps the OS and IRQs, the GPU engines'
+    host threads get the other cores (isolated cores would sit idle without llama-cpu)."""
+    cpu0_core = next((c for c in cpu.smt_sibling_sets if 0 in c), (0,))
+    return CorePlan(
+        inference_cores=0,
+        inference_cpus=(),
+        compute_cpus=(),
+        housekeeping_cpus=tuple(c for c in cpu.logical_cpus),
+        l3_domains_used=(),
+        reason=(
+            "gpu profile: no CPU isolation (no llama-cpu to give isolated cores to; CPU 0's core "
+            f"{format_cpulist(cpu0_core)} keeps the OS and IRQs)"
+        ),
+    )
 
 
 def make_plan(
     facts: HostFacts,
     config: Config,
     profile: str | None = None,
-    headers: dict[str, ModelHeader] | None = None,
+    headers: Models | None = None,
     evidence: Evidence | None = None,
 ) -> Plan:
-    """Decide everything for `profile` (default: the config's) from the facts; `evidence`
-    (llmhost.evidence.load_evidence()) adds per-knob recommendations without changing a thing."""
+    """Decide everything for `profile` (default: the config's) from the facts. `headers`: the
+    services' model facts (default: read from models_dir; {} plans without models). `evidence`
+    decides AMX and adds per-knob recommendations (default: the shipped evidence, no
+    recommendations)."""
     profile = profile or config.profile
     if profile not in ("cpu", "gpu", "all"):
         raise PlanError(f"unknown profile {profile!r}: use cpu, gpu or all", exit_code=2)
     notes: list[str] = []
-    cores = choose_cores(facts.cpu, config.inference_cores)
-    if headers is None:
-        headers = read_headers(config, profile)
-    hugepages = plan_hugepages(config, headers, facts.memory.total_kb, profile)
+    cores = (
+        gpu_profile_cores(facts.cpu)
+        if profile == "gpu"
+        else choose_cores(facts.cpu, config.inference_cores)
+    )
+    models = read_models(config, profile) if headers is None else headers
+    hugepages = plan_hugepages(config, models, facts.memory.total_kb, profile)
     left_out = isa_left_out(facts, evidence or load_evidence())
     cmake_flags, isa = cpu_cmake_flags(facts.cpu, left_out)
     notes += [f"{feature} left out of the CPU build: {why}" for feature, why in left_out.items()]
     cuda_arch = torch_arch = cuda_version = None
+    memory = None
     if profile in ("gpu", "all"):
         if not facts.gpu.present:
             raise PlanError(
@@ -518,6 +675,9 @@ def make_plan(
                 f"({facts.gpu.error or 'no devices'}): use --profile cpu"
             )
         cuda_arch, torch_arch, cuda_version = cuda_plan(facts.gpu, config.images.cuda_version)
+        specs = [s for s in REGISTRY.values() if s.device == "gpu"]
+        memory = plan_gpu_memory(facts.gpu, _gpu_demands(config, specs, models))
+        notes += list(memory.notes)
     elif facts.gpu.present:
         notes.append("an NVIDIA GPU is present: --profile all also deploys the GPU services")
     build = BuildPlan(
@@ -533,7 +693,9 @@ def make_plan(
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")
-    services = plan_services(config, cores, hugepages, profile)
+    services, cpu_reason = plan_services(config, cores, hugepages, profile, facts.cpu, memory)
+    if cpu_reason:
+        notes.append(cpu_reason)
     return Plan(
         profile=profile,
         hostname=facts.hostname,
@@ -544,4 +706,5 @@ def make_plan(
         kernel_params=kernel_params(cores, hugepages, config.hugepages.boot_time),
         notes=tuple(notes),
         recommendations=() if evidence is None else recommend(evidence, facts, services),
+        gpu_memory=memory,
     )

@@ -82,6 +82,13 @@ class NVMLError(Exception):
 @dataclass
 class _Memory:
     total: int
+    used: int = 0
+
+
+@dataclass
+class _Process:
+    pid: int
+    usedGpuMemory: int | None
 
 
 @dataclass
@@ -93,6 +100,8 @@ class FakeGpu:
     pcie_gen: int = 5
     pcie_width: int = 16
     persistence: int = 1
+    used_bytes: int = 0
+    processes: tuple[tuple[int, str, int], ...] = ()  # (pid, name, bytes held)
 
 
 @dataclass
@@ -134,7 +143,16 @@ class FakeNvml:
         return h.cc
 
     def nvmlDeviceGetMemoryInfo(self, h: FakeGpu) -> Any:
-        return _Memory(h.memory_bytes)
+        return _Memory(h.memory_bytes, h.used_bytes)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, h: FakeGpu) -> list[_Process]:
+        return [_Process(pid, held) for pid, _, held in h.processes]
+
+    def nvmlDeviceGetGraphicsRunningProcesses(self, h: FakeGpu) -> list[_Process]:
+        return []
+
+    def nvmlSystemGetProcessName(self, pid: int) -> str:
+        return next(n for g in self.gpus for p, n, _ in g.processes if p == pid)
 
     def nvmlDeviceGetCurrPcieLinkGeneration(self, h: FakeGpu) -> int:
         return h.pcie_gen

@@ -63,7 +63,9 @@ def test_doctor_json_on_h100_snapshot():
     assert "Hopper sm_90" in checks["gpu.architecture"]["detail"]
     assert checks["gpu.cuda_driver"]["status"] == "ok"
     assert checks["cpu.microarchitecture"]["detail"].startswith("GenuineIntel Emerald Rapids")
-    assert checks["kernel.cpu_isolation"]["status"] == "warn"
+    # The gpu profile isolates nothing (no llama-cpu to give isolated cores to).
+    assert checks["kernel.cpu_isolation"]["status"] == "ok"
+    assert "gpu profile: no CPU isolation" in checks["kernel.cpu_isolation"]["detail"]
     assert checks["docker.engine"]["status"] == "fail"  # the device machine has no Docker
     assert result.exit_code == 1
     assert data["plan"]["build"]["cuda_architectures"] == "90"
@@ -81,7 +83,7 @@ def test_plan_json_and_inventory(tmp_path):
         "plan",
         "--json",
         "--profile",
-        "gpu",
+        "all",
         "--from",
         str(H100_SNAPSHOT),
         "--write-inventory",

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from llmhost.config import Config
+from llmhost.cpulist import parse_cpulist
 from llmhost.deploy import render_compose
 from llmhost.facts import gather
 from llmhost.plan import make_plan
@@ -63,8 +64,16 @@ def test_compose_from_plan(tmp_path, which):
         assert gpu["runtime"] == "nvidia"
         assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "runtime" not in services["llama-cpu"]
-    assert services["llama-gpu"]["cpuset"] == plan.cores.housekeeping_cpulist
+    # The GPU engines stay off the isolated cores and off CPU 0's core.
+    gpu_cpus = set(parse_cpulist(services["llama-gpu"]["cpuset"])) | set(
+        parse_cpulist(services["vllm-gpu"]["cpuset"])
+    )
+    assert gpu_cpus <= set(plan.cores.housekeeping_cpus) - {0}
     assert services["llama-cpu"]["cpuset"] == plan.cores.inference_cpulist
+    # One GPU: both engines on it, by device id.
+    for name in ("llama-gpu", "vllm-gpu"):
+        devices = services[name]["deploy"]["resources"]["reservations"]["devices"][0]
+        assert devices["device_ids"] == ["0"] and "count" not in devices
     if which == "rtx5090":
         assert services["llama-cpu"]["cpuset"] == "1-4,8-15,17-20,24-31"
         assert "--threads" in services["llama-cpu"]["command"]

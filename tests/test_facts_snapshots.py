@@ -60,10 +60,19 @@ def test_h100_snapshot_plan():
     amx = "-DGGML_AMX_INT8=ON" in plan.build.llama_cpu_cmake_flags
     assert amx == ("amx" not in plan.build.left_out)
     assert "-DGGML_AVX512_VNNI=ON" in plan.build.llama_cpu_cmake_flags
+    # The gpu profile isolates nothing; the GPU engines get every core but CPU 0's: llama-gpu
+    # a quarter (15 cores -> 3), vLLM the rest.
+    assert plan.cores.inference_cpus == () and plan.kernel_params == {}
+    assert [s.name for s in plan.services] == ["llama-gpu", "vllm-gpu"]
+    assert plan.service("llama-gpu").cpuset == "1-3"
+    assert plan.service("vllm-gpu").cpuset == "4-15"
+    # With llama-cpu (profile all) the 12 isolated cores are its own; the GPU engines share the
+    # housekeeping cores but CPU 0.
+    plan = make_plan(facts, Config(), "all")
     assert plan.cores.inference_cpus == tuple(range(1, 13))
     assert plan.cores.housekeeping_cpus == (0, 13, 14, 15)
-    assert [s.name for s in plan.services] == ["llama-gpu", "vllm-gpu"]
-    assert all(s.cpuset == "0,13-15" for s in plan.services)
+    assert plan.service("llama-gpu").cpuset == "13"
+    assert plan.service("vllm-gpu").cpuset == "14-15"
 
 
 def test_zen4_snapshot_plan_cpu():

@@ -105,7 +105,9 @@ def test_reference_box_plan(tmp_path):
     assert plan.cores.l3_domains_used == (1, 0)
     llama_cpu = plan.service("llama-cpu")
     assert llama_cpu.threads == 12 and llama_cpu.cpuset == "1-4,8-15,17-20,24-31"
-    assert plan.service("llama-gpu").cpuset == "0,5-7,16,21-23"
+    # The GPU engines on the housekeeping cores but CPU 0's: llama-gpu one, vLLM the rest.
+    assert plan.service("llama-gpu").cpuset == "5,21"
+    assert plan.service("vllm-gpu").cpuset == "6-7,22-23"
 
 
 def test_blackwell_on_old_driver_is_refused(tmp_path):

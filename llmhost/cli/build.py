@@ -55,7 +55,7 @@ def command(
         raise LlmhostError("give --llama-source or --llama-ref, not both", exit_code=2)
     config = app.config()
     _, plan = app.plan(profile, snapshot, headers={})
-    needs_source = any(s.name != "vllm-gpu" for s in plan.services)
+    needs_source = any(s.engine != "vllm" for s in plan.services)
     source = None
     if needs_source:
         ref = llama_ref or config.images.llama_ref or DEFAULT_LLAMA_REF

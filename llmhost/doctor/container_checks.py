@@ -5,11 +5,12 @@ from __future__ import annotations
 from llmhost.doctor.result import Context, Finding, fail, needs_engine, ok, skip, warn
 from llmhost.image_checks import cmake_defines
 from llmhost.plan import BuildPlan
+from llmhost.services import LLAMA_CPP, REGISTRY
 
 LABEL_PROFILE = "io.llmhost.profile"
 LABEL_CMAKE = "io.llmhost.llama.cmake_flags"
 LABEL_CUDA_ARCH = "io.llmhost.cuda.architectures"
-IMAGE_PROFILES = {"llama-cpu": "cpu", "llama-gpu": "cuda", "vllm-gpu": "vllm"}
+IMAGE_PROFILES = {name: spec.image_profile for name, spec in REGISTRY.items()}
 
 
 def flag_mismatches(label: str, build: BuildPlan) -> list[str]:
@@ -73,12 +74,12 @@ def images_match(ctx: Context) -> Finding:
         if image is None:
             missing.append(svc.image)
             continue
-        if svc.name == "llama-cpu":
+        if svc.engine == LLAMA_CPP and not svc.gpu:
             wrong = flag_mismatches(image.labels.get(LABEL_CMAKE, ""), ctx.plan.build)
             if wrong:
                 problems.append(f"{svc.image} was built with {', '.join(wrong)}")
                 continue
-        elif svc.name == "llama-gpu":
+        elif svc.engine == LLAMA_CPP:
             have = image.labels.get(LABEL_CUDA_ARCH)
             if have != ctx.plan.build.cuda_architectures:
                 problems.append(

@@ -80,6 +80,14 @@ def cpu_isolation(ctx: Context) -> Finding:
     want = ctx.plan.cores.inference_cpus
     fix = TAGS_FIX.format(tags="cpu_isolation") + " and reboot"
     planned = ctx.plan.kernel_params
+    if not want:
+        if kernel.isolated_cpus:
+            return warn(
+                f"CPUs {format_cpulist(kernel.isolated_cpus)} are isolated but this plan isolates "
+                f"none ({ctx.plan.cores.reason}): the scheduler leaves them idle",
+                fix,
+            )
+        return ok(f"nothing to isolate: {ctx.plan.cores.reason}")
     if kernel.isolated_cpus == want and set(kernel.nohz_full_cpus) >= set(want):
         return ok(f"CPUs {format_cpulist(want)} isolated and nohz_full, as planned")
     dropin = kernel.grub_dropin_params

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmhost.facts.containers import ContainerFacts, gather_containers
 from llmhost.facts.cpu import CpuFacts, gather_cpu
-from llmhost.facts.gpu import GpuFacts, gather_gpu
+from llmhost.facts.gpu import GpuFacts, attribute_processes, gather_gpu
 from llmhost.facts.kernel import KernelFacts, gather_kernel
 from llmhost.facts.memory import MemoryFacts, gather_memory
 from llmhost.facts.processes import ProcessFacts, gather_processes
@@ -48,15 +48,19 @@ def to_jsonable(value: Any) -> Any:
 def gather(source: Source, *, containers: bool = True) -> HostFacts:
     """Read every domain through `source`."""
     hostname = (source.read_text("/proc/sys/kernel/hostname") or platform.node()).strip()
+    processes = gather_processes(source) if containers else ProcessFacts(error="not inspected")
+    gpu = attribute_processes(
+        gather_gpu(source), {p.pid: p.service for p in processes.services if p.pid}, source
+    )
     return HostFacts(
         source=source.name,
         hostname=hostname,
         cpu=gather_cpu(source),
         memory=gather_memory(source),
         kernel=gather_kernel(source),
-        gpu=gather_gpu(source),
+        gpu=gpu,
         containers=gather_containers(source) if containers else _no_containers(),
-        processes=gather_processes(source) if containers else ProcessFacts(error="not inspected"),
+        processes=processes,
     )
 
 

@@ -9,7 +9,7 @@ import csv
 import io
 import re
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from llmhost.sources import Source
@@ -46,6 +46,16 @@ def cuda_version_from_int(value: int) -> str:
 
 
 @dataclass(frozen=True)
+class GpuProcess:
+    """A process holding memory on a GPU; `service` names the llmhost service it belongs to."""
+
+    pid: int
+    name: str
+    used_mib: int
+    service: str | None = None
+
+
+@dataclass(frozen=True)
 class Gpu:
     index: int
     name: str
@@ -57,6 +67,15 @@ class Gpu:
     pcie_max_generation: int | None
     pcie_width: int | None
     persistence_mode: bool | None
+    memory_used_mib: int | None = None  # the driver's count, reserved memory included
+    processes: tuple[GpuProcess, ...] = ()
+
+    @property
+    def held_by_others_mib(self) -> int:
+        """Memory taken by anything but llmhost's services: used memory minus what this GPU's
+        llmhost processes hold (processes NVML cannot see, a display, count as others)."""
+        ours = sum(p.used_mib for p in self.processes if p.service)
+        return max(0, (self.memory_used_mib or 0) - ours)
 
     @property
     def cc_tuple(self) -> tuple[int, int] | None:
@@ -106,6 +125,10 @@ def from_nvml(nvml: Any) -> GpuFacts:
             cc = _optional(nvml.nvmlDeviceGetCudaComputeCapability, handle)
             mem = _optional(nvml.nvmlDeviceGetMemoryInfo, handle)
             persistence = _optional(nvml.nvmlDeviceGetPersistenceMode, handle)
+            procs = [
+                *(_optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or ()),
+                *(_optional(nvml.nvmlDeviceGetGraphicsRunningProcesses, handle) or ()),
+            ]
             cc_tuple = (int(cc[0]), int(cc[1])) if cc else None
             gpus.append(
                 Gpu(
@@ -119,6 +142,8 @@ def from_nvml(nvml: Any) -> GpuFacts:
                     pcie_max_generation=_optional(nvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),
                     pcie_width=_optional(nvml.nvmlDeviceGetCurrPcieLinkWidth, handle),
                     persistence_mode=None if persistence is None else bool(persistence),
+                    memory_used_mib=int(mem.used) // (1024 * 1024) if mem else None,
+                    processes=tuple(_nvml_process(nvml, p) for p in procs),
                 )
             )
         return GpuFacts(driver, cuda, tuple(gpus), "nvml")
@@ -126,6 +151,16 @@ def from_nvml(nvml: Any) -> GpuFacts:
         return GpuFacts(None, None, (), "nvml", error=_nvml_error_sentence(exc))
     finally:
         _optional(nvml.nvmlShutdown)
+
+
+def _nvml_process(nvml: Any, proc: Any) -> GpuProcess:
+    used = getattr(proc, "usedGpuMemory", None)  # None where the driver will not say
+    name = _optional(nvml.nvmlSystemGetProcessName, proc.pid)
+    return GpuProcess(
+        pid=int(proc.pid),
+        name=_nvml_str(name) if name else "?",
+        used_mib=int(used) // (1024 * 1024) if used else 0,
+    )
 
 
 def _nvml_error_sentence(exc: Exception) -> str:
@@ -185,6 +220,15 @@ def parse_nvidia_smi(xml_text: str, csv_text: str | None) -> GpuFacts:
                     link.findtext("link_widths/current_link_width") if link is not None else None
                 ),
                 persistence_mode={"Enabled": True, "Disabled": False}.get(persistence),
+                memory_used_mib=_int_in(node.findtext("fb_memory_usage/used")),
+                processes=tuple(
+                    GpuProcess(
+                        pid=_int_in(p.findtext("pid")) or 0,
+                        name=(p.findtext("process_name") or "?").strip(),
+                        used_mib=_int_in(p.findtext("used_memory")) or 0,
+                    )
+                    for p in node.findall("processes/process_info")
+                ),
             )
         )
     return GpuFacts(
@@ -193,6 +237,30 @@ def parse_nvidia_smi(xml_text: str, csv_text: str | None) -> GpuFacts:
         gpus=tuple(gpus),
         via="nvidia-smi",
     )
+
+
+def attribute_processes(gpu: GpuFacts, service_pids: dict[int, str], source: Source) -> GpuFacts:
+    """Name the llmhost service of each GPU process: its own PID or an ancestor's (vLLM's engine
+    runs in a child of the API server) is a service's main PID, read from /proc/PID/stat."""
+    if not service_pids or not gpu.gpus:
+        return gpu
+
+    def service_of(pid: int) -> str | None:
+        for _ in range(16):
+            if pid in service_pids:
+                return service_pids[pid]
+            stat = source.read_text(f"/proc/{pid}/stat") or ""
+            fields = stat.rpartition(")")[2].split()
+            if len(fields) < 2 or not fields[1].isdigit() or int(fields[1]) <= 1:
+                return None
+            pid = int(fields[1])
+        return None
+
+    gpus = tuple(
+        replace(g, processes=tuple(replace(p, service=service_of(p.pid)) for p in g.processes))
+        for g in gpu.gpus
+    )
+    return replace(gpu, gpus=gpus)
 
 
 def gather_gpu(source: Source) -> GpuFacts:
