@@ -29,10 +29,25 @@ from llmhost.cli.app import PROFILE_OPTION, App, pass_app
     is_flag=True,
     help="Start even if the hugepage pool is short (weights on normal pages).",
 )
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the compose project and the GPU memory table; touch neither Docker nor the host.",
+)
 @pass_app
-def command(app: App, profile: str | None, timeout_s: int, bench: bool, no_hugepages: bool) -> None:
+def command(
+    app: App, profile: str | None, timeout_s: int, bench: bool, no_hugepages: bool, dry_run: bool
+) -> None:
     """Render the compose project from the plan, start it and wait until healthy."""
     config = app.config()
+    if dry_run:
+        from llmhost.cli.render import gpu_memory_lines
+
+        _, plan = app.plan(profile)
+        click.echo(deploy_lib.render_compose(plan, config), nl=False)
+        for line in gpu_memory_lines(plan):
+            click.echo(f"#{line}")
+        return
     facts, plan = app.plan(profile)
     click.echo(f"deploying {', '.join(s.name for s in plan.services)} (profile {plan.profile})")
     deploy_lib.up(

@@ -59,12 +59,50 @@ def render_plan(plan: Plan) -> None:
             f"TORCH_CUDA_ARCH_LIST={b.torch_cuda_arch_list}, CUDA {b.cuda_version}"
         )
     for s in plan.services:
+        gpus = f"  GPU {','.join(map(str, s.gpus))}" if s.gpus else ""
         click.echo(
-            f"  service {s.name:<9} {s.bind_address}:{s.port}  cpuset {s.cpuset}  "
-            f"threads {s.threads}  image {s.image}"
+            f"  service {s.name:<9} {s.bind_address}:{s.port}  {s.serving}  cpuset {s.cpuset}  "
+            f"threads {s.threads}{gpus}  image {s.image}"
         )
+    if plan.gpu_memory:
+        for line in gpu_memory_lines(plan):
+            click.echo(line)
     for i, r in enumerate(plan.recommendations):
         label = "evidence" if i == 0 else ""
         click.echo(f"  {label:<16} {r.title} ({r.service}): {r.text}")
     for note in plan.notes:
         click.echo(f"  note: {note}")
+
+
+def gpu_memory_lines(plan: Plan) -> list[str]:
+    """The GPU memory table: per GPU, who holds what (GiB), and each service's terms."""
+    memory = plan.gpu_memory
+    if memory is None:
+        return []
+    names = [s.name for s in plan.services if s.gpu]
+    head = f"  {'GPU memory (GiB)':<34}{'total':>7}{'others':>8}{'reserve':>8}"
+    head += "".join(f"{n:>11}" for n in names) + f"{'free':>7}"
+    lines = [head]
+    for row in memory.rows:
+        held = row.planned_mib
+        cells = "".join(f"{held[n] / 1024:>11.1f}" if n in held else f"{'-':>11}" for n in names)
+        label = f"{row.index} {row.name}"[:32]
+        lines.append(
+            f"  {label:<34}{row.total_mib / 1024:>7.1f}{row.others_mib / 1024:>8.1f}"
+            f"{row.reserve_mib / 1024:>8.1f}{cells}{row.free_mib / 1024:>7.1f}"
+        )
+    for name, p in memory.placements.items():
+        parts = ", ".join(f"{k} {v / 2**30:.1f} GiB" for k, v in p.parts.items()) or "not sized"
+        extra = []
+        if p.utilization is not None:
+            extra.append(f"--gpu-memory-utilization {p.utilization:.3f}")
+        if p.kv_tokens is not None:
+            extra.append(f"KV {p.kv_tokens} tokens")
+        if p.max_num_seqs is not None:
+            extra.append(f"max-num-seqs {p.max_num_seqs}")
+        if p.tensor_parallel_size > 1:
+            extra.append(f"tensor parallel {p.tensor_parallel_size}")
+        lines.append(
+            f"    {name} per GPU: {parts}" + (f"; {', '.join(extra)}" if extra else "")
+        )
+    return lines
