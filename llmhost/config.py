@@ -61,8 +61,8 @@ class ImagesConfig:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    requests: int = 8
-    concurrency: int = 1
+    requests: int = 8  # at least twice the concurrency are sent
+    concurrency: int | None = None  # default: the concurrency each service's targets are set at
     max_tokens: int = 64
     warmup: int = 1
 

@@ -78,15 +78,17 @@ def smoke_all(plan: Plan, config: Config, facts: HostFacts, *, echo: Callable[[s
 
     ok = True
     for svc in plan.services:
+        concurrency = config.bench.concurrency or svc.bench_concurrency
         result = run_bench(
             service_url(svc),
-            concurrency=config.bench.concurrency,
-            requests=config.bench.requests,
+            concurrency=concurrency,
+            requests=max(config.bench.requests, 2 * concurrency),
             max_tokens=config.bench.max_tokens,
             warmup=config.bench.warmup,
             api_key=config.api_key,
         )
-        checks = gate(result, svc.targets)
+        # The serving configuration's targets hold at its own concurrency.
+        checks = gate(result, svc.targets) if concurrency == svc.bench_concurrency else []
         report = evidence(
             [to_dict(result)],
             facts,
