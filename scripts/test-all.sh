@@ -9,6 +9,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)
 command -v debootstrap >/dev/null || need_apt+=(debootstrap)
+command -v nm >/dev/null || need_apt+=(binutils)   # tests/e2e/test_selftest.py
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)   # tests/fleet guests
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 command -v ssh >/dev/null || need_apt+=(openssh-client)
