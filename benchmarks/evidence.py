@@ -92,6 +92,9 @@ BUILD_KNOBS = (
     Comparison("cpu_build.plan_vs_official", "CPU build with the plan's ISA flags vs official",
                "cpu", "llama-cpu", "plan", "official",
                "plan's explicit ISA switches vs GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS"),
+    Comparison("cpu_build.amx", "AMX kernels in the CPU build", "cpu", "llama-cpu", "amx",
+               "noamx", "plan's ISA with AMX (llmhost's source fix applied) vs the same without "
+               "AMX (benchmarks/device/amx_check.py)"),
 )  # fmt: skip
 
 

@@ -140,7 +140,13 @@ def read_hf_model(path: str | Path) -> HfModel:
             intermediate_size=int(text.get("intermediate_size") or 4 * hidden),
             vocab_size=int(text["vocab_size"]),
             max_position_embeddings=int(text.get("max_position_embeddings") or 0),
-            dtype=str(text.get("torch_dtype") or config.get("torch_dtype") or "bfloat16"),
+            dtype=str(
+                text.get("torch_dtype")
+                or text.get("dtype")
+                or config.get("torch_dtype")
+                or config.get("dtype")
+                or "bfloat16"
+            ),
             weights_bytes=sum(f.stat().st_size for f in root.glob("*.safetensors")),
         )
     except (KeyError, TypeError, ValueError) as exc:

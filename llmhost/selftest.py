@@ -245,7 +245,8 @@ def kernel_log() -> str | None:
 # in libggml-cpu.so[1f3a20,7f..+2e5000]" (the instruction's file offset first); older kernels
 # print only [vm_start+size].
 _TRAP = re.compile(
-    r"(?:traps: )?llama-bench\[\d+\]:? (?P<kind>trap invalid opcode|segfault|general protection)"
+    r"(?:traps: )?(?:llama-bench|ld-linux-x86-64)\[\d+\]:? "
+    r"(?P<kind>trap invalid opcode|segfault|general protection)"
     r".*?ip[: ](?P<ip>[0-9a-f]+).*? in (?P<lib>[^\s\[]+)\[(?:(?P<off>[0-9a-f]+),)?"
     r"(?P<start>[0-9a-f]+)\+[0-9a-f]+\]"
 )

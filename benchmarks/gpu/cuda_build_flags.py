@@ -10,11 +10,11 @@ import json
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 from llmhost.build import render_dockerfile
 from llmhost.config import Config
-from llmhost.facts.cpu import CpuFacts  # noqa: F401  (documents what the plan JSON holds)
-from llmhost.plan import BuildPlan, Plan, ServicePlan
+from llmhost.plan import BuildPlan
 
 
 def main(plan_json: str) -> None:
@@ -22,19 +22,10 @@ def main(plan_json: str) -> None:
     build = BuildPlan(
         **{k: tuple(v) if isinstance(v, list) else v for k, v in data["build"].items()}
     )
-    svc = next(s for s in data["services"] if s["name"] == "llama-gpu")
-    service = ServicePlan(**{k: tuple(v) if k == "args" else v for k, v in svc.items()})
-    plan = Plan(
-        profile="gpu",
-        hostname=data["hostname"],
-        cores=None,
-        hugepages=None,  # type: ignore[arg-type]
-        build=build,
-        services=(service,),
-        kernel_params={},
-        notes=(),
-    )
-    dockerfile = render_dockerfile(service, plan, Config(), "unused", {}, 1)
+    # render_dockerfile reads the service's registry entry and GPU flag, the plan's build.
+    service = SimpleNamespace(name="llama-gpu", gpu=True)
+    plan = SimpleNamespace(build=build)
+    dockerfile = render_dockerfile(service, plan, Config(), "unused", {}, 1)  # type: ignore[arg-type]
     match = re.search(r'RUN \["cmake", "-S", "\.", "-B", "build", \\\n(.*?)\]\n', dockerfile, re.S)
     if not match:
         raise SystemExit("could not find the cmake configure step in the rendered Dockerfile")
