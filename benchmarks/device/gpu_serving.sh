@@ -8,7 +8,8 @@
 #             scripts/device/vllm-requirements.txt less the kernels a Llama on Hopper never loads)
 #   install   install vLLM, make the bf16 checkpoint, plan A (llama-gpu latency + vllm-gpu
 #             throughput) and plan B (llama-gpu throughput), start both engines from plan A
-#   bench     sweep 1/8/32/64 users on both engines of plan A, then llama-gpu from plan B alone,
+#   bench     sweep 1/8/32/64 users on both engines of plan A (both resident on the GPU), then
+#             llama-gpu from plan B alone,
 #             AMX speed rounds; everything into $OUT/results.tgz
 # Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE [N]
 set -uo pipefail
@@ -78,15 +79,18 @@ services:
     L deploy --profile gpu --dry-run > "$W/out/compose-$p.yaml"
   done
   cat "$W/out/plan-A.txt" | grep -A6 "GPU memory"
-  python3 benchmarks/device/run_planned.py "$W/out/plan-A.json" vllm-gpu --models-dir "$M" \
-    --log "$W/out/vllm-A.log" -- python3 -m vllm.entrypoints.openai.api_server
+  # llama-gpu first: its allocation is fixed; vLLM then checks that its share is free.
   for i in $(seq 200); do [ -e "$W/build.done" ] || [ -e "$W/build.failed" ] && break; sleep 3; done
   [ -e "$W/build.done" ] || { log "CUDA build failed"; tail -20 "$W/out/cuda-build.log"; exit 1; }
   log "CUDA build done in $(cat "$W/build.done") s"
   python3 benchmarks/device/run_planned.py "$W/out/plan-A.json" llama-gpu --models-dir "$M" \
     --log "$W/out/llama-A.log" -- "$W/llama.cpp/build/bin/llama-server"
-  for i in $(seq 40); do health 8080 && health 8000 && break; sleep 3; done
-  log "llama-gpu $(health 8080 && echo up || echo down), vllm-gpu $(health 8000 && echo up || echo down)"
+  for i in $(seq 60); do health 8080 && break; sleep 2; done
+  log "llama-gpu $(health 8080 && echo up || echo down)"; nvidia-smi --query-gpu=memory.used --format=csv
+  python3 benchmarks/device/run_planned.py "$W/out/plan-A.json" vllm-gpu --models-dir "$M" \
+    --log "$W/out/vllm-A.log" -- python3 -m vllm.entrypoints.openai.api_server
+  for i in $(seq 40); do health 8000 && break; sleep 3; done
+  log "vllm-gpu $(health 8000 && echo up || echo starting)"
   tail -3 "$W/out/vllm-A.log"
   ;;
 bench)
@@ -103,11 +107,12 @@ bench)
   }
   log "sweep llama-gpu (plan A: latency) beside vllm-gpu"; sweep bench-llama-gpu-latency http://127.0.0.1:8080
   log "sweep vllm-gpu (plan A: throughput) beside llama-gpu"; sweep bench-vllm-gpu-throughput http://127.0.0.1:8000
-  pkill -f llama-server; sleep 3
+  # Plan B's llama-gpu needs more than plan A's vLLM share leaves: plan B alone.
+  pkill -f llama-server; pkill -f vllm.entrypoints; sleep 8
   python3 benchmarks/device/run_planned.py "$W/out/plan-B.json" llama-gpu --models-dir "$M" \
     --log "$W/out/llama-B.log" -- "$W/llama.cpp/build/bin/llama-server"
   for i in $(seq 60); do health 8080 && break; sleep 2; done
-  log "sweep llama-gpu (plan B: throughput) beside vllm-gpu"; sweep bench-llama-gpu-throughput http://127.0.0.1:8080
+  log "sweep llama-gpu (plan B: throughput)"; sweep bench-llama-gpu-throughput http://127.0.0.1:8080
   nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv > "$W/out/gpu-memory-B.csv"
   pkill -f llama-server; pkill -f vllm.entrypoints; sleep 5
   log "AMX speed: fixed vs noamx, 1B Q4_0 and Q8_0"
