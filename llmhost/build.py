@@ -352,6 +352,8 @@ def build_images(
         if needs_source and not svc.gpu:  # a CPU llama.cpp image: self-test it here
             found.update(selftest_gate(client, svc, candidate, plan, progress, run=selftest_here))
         image_id = add_labels(client, candidate, found) if found else info["Id"]
+        if found.get(selftest.LABEL) == "passed":
+            selftest.remember(image_id, plan.build.cpu_model, "self-test passed at build")
         client.tag(image_id, *svc.image.rsplit(":", 1))
         client.remove_image(candidate)
         info = client.inspect_image(svc.image)

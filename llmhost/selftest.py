@@ -10,6 +10,7 @@ the parsers are pure; `run_selftest` is the one function that needs a Docker eng
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import signal
@@ -130,6 +131,35 @@ def _names(test: SelfTest) -> str:
 
 def _describe(sig: str) -> str:
     return {"SIGILL": " (illegal instruction)", "SIGSEGV": " (segmentation fault)"}.get(sig, "")
+
+
+# ---------------------------------------------------------------- verdicts kept per image
+
+
+def _verdicts_dir() -> Path:
+    from llmhost.deploy import state_dir
+
+    return state_dir() / "selftest"
+
+
+def remember(image_id: str, cpu_model: str, summary: str) -> None:
+    """Record that `image_id` passed its self-test on this CPU (llmhost build, doctor)."""
+    path = _verdicts_dir() / f"{image_id.removeprefix('sha256:')[:64]}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"image": image_id, "cpu": cpu_model, "summary": summary}))
+    except OSError:
+        pass  # a read-only state dir costs a repeated self-test, nothing else
+
+
+def remembered(image_id: str, cpu_model: str) -> str | None:
+    """The summary of this exact image's passed self-test on this CPU model, if one was run."""
+    path = _verdicts_dir() / f"{image_id.removeprefix('sha256:')[:64]}.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("summary") if data.get("cpu") == cpu_model else None
 
 
 # ---------------------------------------------------------------- the run

@@ -3,14 +3,15 @@
 # device call, on a machine kept warm between them. Everything a server runs with is read back
 # from the plan llmhost makes there (benchmarks/device/run_planned.py); nothing is typed here.
 #   setup     unpack llama.cpp, start its CUDA build (flags from the plan) and the model
-#             generation in the background, run the AMX self-tests (benchmarks/device/amx_check.py)
+#             generation in the background
 #   part      stash the vLLM payload parts this call carried (.device/vllm-min, made from
 #             scripts/device/vllm-requirements.txt less the kernels a Llama on Hopper never loads)
 #   install   install vLLM, make the bf16 checkpoint, plan A (llama-gpu latency + vllm-gpu
 #             throughput) and plan B (llama-gpu throughput), start both engines from plan A
 #   bench     sweep 1/8/32/64 users on both engines of plan A (both resident on the GPU), then
-#             llama-gpu from plan B alone,
-#             AMX speed rounds; everything into $OUT/results.tgz
+#             llama-gpu from plan B alone, then the AMX self-tests and speed rounds
+#             (benchmarks/device/amx_check.py, with .device/amx carried); all into $OUT/results.tgz
+#   amx       the AMX self-tests and speed rounds (benchmarks/device/amx_check.py; .device/amx)
 # Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE [N]
 set -uo pipefail
 PHASE=${1:?phase}
@@ -49,9 +50,7 @@ setup)
     && python3 -m llmhost.devtools.synthetic_gguf --vocab \$V --preset 1b --type q4_0 --out $M/1b-q4_0.gguf \
     && python3 -m llmhost.devtools.synthetic_gguf --vocab \$V --preset 1b --type q8_0 --out $M/1b-q8_0.gguf \
     && touch $W/models.done" < /dev/null > "$W/out/models.log" 2>&1 &
-  log "AMX self-tests of the image builder's binaries (Debian 12, GCC 12)"
-  python3 benchmarks/device/amx_check.py --variants .device/amx --out "$W/out" 2>&1 | tail -5
-  cp "$W/out/amx-selftest.json" "$OUT/" 2>/dev/null
+  log "setup done: CUDA build and models in the background"
   ;;
 part)
   ls -la "$W/parts"
@@ -115,9 +114,15 @@ bench)
   log "sweep llama-gpu (plan B: throughput)"; sweep bench-llama-gpu-throughput http://127.0.0.1:8080
   nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv > "$W/out/gpu-memory-B.csv"
   pkill -f llama-server; pkill -f vllm.entrypoints; sleep 5
-  log "AMX speed: fixed vs noamx, 1B Q4_0 and Q8_0"
-  python3 benchmarks/device/amx_check.py --variants .device/amx --out "$W/out" \
-    --model "$M/1b-q4_0.gguf" --model "$M/1b-q8_0.gguf" --rounds 3 2>&1 | tail -4
+  tar czf "$OUT/results.tgz" -C "$W" out
+  ;;
+amx)
+  export PYTHONPATH=/tmp/site-small:$R
+  rm -rf "$W/amx" && cp -r .device/amx "$W/amx" && cd "$R" || exit 1
+  log "AMX: self-tests of the image builder's binaries (Debian 12, GCC 12), then fixed vs noamx"
+  python3 benchmarks/device/amx_check.py --variants "$W/amx" --out "$W/out" \
+    --model "$M/1b-q4_0.gguf" --model "$M/1b-q8_0.gguf" --rounds 3 2>&1 | tail -8
+  dmesg | grep -i "trap\|segfault" | tail -5 > "$W/out/dmesg-traps.txt"
   tar czf "$OUT/results.tgz" -C "$W" out
   ls -la "$OUT"
   ;;

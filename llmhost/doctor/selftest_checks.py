@@ -11,7 +11,8 @@ FIX = "llmhost build --profile cpu"
 
 @needs_engine
 def cpu_image_selftest(ctx: Context) -> Finding:
-    """Live: llama-bench of the built llama-cpu image on small models, every CPU path; from a
+    """Live: llama-bench of the built llama-cpu image on small models, every CPU path, unless this
+    very image already passed it on this CPU model (llmhost build or an earlier doctor); from a
     snapshot: the verdict the build recorded."""
     tag = IMAGES["llama-cpu"]
     image = next((i for i in ctx.facts.containers.images if tag in i.tags), None)
@@ -22,6 +23,10 @@ def cpu_image_selftest(ctx: Context) -> Finding:
         cpu = image.labels.get(selftest.LABEL_CPU, "an unrecorded CPU")
         text = f"{tag} self-test at build time: {recorded} (on {cpu})"
         return ok(text) if recorded == "passed" else warn(text, "llmhost doctor (on that host)")
+    cpu = ctx.facts.cpu.model_name
+    known = selftest.remembered(image.id, cpu) if image.id else None
+    if known:
+        return ok(f"{known} (this image, on this CPU model)")
     import docker
     from docker.errors import DockerException
 
@@ -32,5 +37,7 @@ def cpu_image_selftest(ctx: Context) -> Finding:
     except DockerException as exc:
         return warn(f"could not run the self-test of {tag}: {str(exc).splitlines()[0]}")
     if result.passed:
+        if image.id:
+            selftest.remember(image.id, cpu, result.summary())
         return ok(result.summary())
     return fail(f"{tag} crashes on this CPU: {result.summary()}", FIX)

@@ -16,6 +16,7 @@ class ImageInfo:
     tags: tuple[str, ...]
     labels: dict[str, str]
     created: int
+    id: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ def parse_images(data: Any) -> tuple[ImageInfo, ...]:
                 tags=tuple(t for t in img.get("RepoTags") or () if t != "<none>:<none>"),
                 labels=dict(img.get("Labels") or {}),
                 created=int(img.get("Created") or 0),
+                id=str(img.get("Id") or ""),
             )
         )
     return tuple(images)
