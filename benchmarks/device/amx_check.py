@@ -35,8 +35,7 @@ def variant_dir(bundle: Path, variant: str, work: Path) -> Path:
     out = work / variant
     if not out.exists():
         shutil.copytree(bundle / "bin", out)
-        for lib in out.glob("libggml-cpu.so*"):
-            shutil.copy2(bundle / f"libggml-cpu.{variant}.so", lib)
+        shutil.copy2(bundle / f"libggml-cpu.{variant}.so", out / "libggml-cpu.so.0")
     return out
 
 

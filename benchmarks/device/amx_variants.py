@@ -28,6 +28,9 @@ COMMON = [
     "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_OPENSSL=OFF", "-DLLAMA_USE_PREBUILT_UI=OFF",
     "-DGGML_CCACHE=OFF", "-DCMAKE_BUILD_RPATH_USE_ORIGIN=ON",
 ]  # fmt: skip
+# llama-bench's own libraries, by the names the loader looks for (their DT_NEEDED sonames).
+BENCH_LIBS = ("libllama-bench-impl.so", "libllama-common.so.0", "libllama.so.0", "libggml.so.0",
+              "libggml-base.so.0", "libggml-cpu.so.0")  # fmt: skip
 # What the binaries need beyond themselves, from this (Debian 12) host.
 SYSTEM_LIBS = ("libstdc++.so.6", "libgomp.so.1", "libgcc_s.so.1", "libm.so.6", "libc.so.6")
 LOADER = "/lib64/ld-linux-x86-64.so.2"
@@ -80,9 +83,8 @@ def main() -> None:
     original = (ns.source / "ggml/src/ggml-cpu/amx/mmq.cpp").read_bytes()
     mmq.write_bytes(original)
     configure_and_build(with_amx, "llama-bench")
-    for lib in build.glob("bin/*.so*"):
-        shutil.copy2(lib, out / "bin", follow_symlinks=True)
-    shutil.copy2(build / "bin/llama-bench", out / "bin")
+    for name in ("llama-bench", *BENCH_LIBS):
+        shutil.copy2(build / "bin" / name, out / "bin" / name, follow_symlinks=True)
     shutil.copy2(build / "bin/libggml-cpu.so", out / "libggml-cpu.unfixed.so")
     # 2. llmhost's source fix applied, AMX on: what `llmhost build` builds now.
     fixed = fix_tree(ns.source, with_amx)
@@ -94,6 +96,11 @@ def main() -> None:
     configure_and_build(without_amx, "ggml-cpu")
     shutil.copy2(build / "bin/libggml-cpu.so", out / "libggml-cpu.noamx.so")
     mmq.write_bytes(original)
+    # Stripped like the image's binaries (the code and its offsets are unchanged).
+    run(
+        ["strip", "--strip-unneeded", *map(str, out.glob("bin/*")), *map(str, out.glob("*.so"))],
+        log,
+    )
 
     (out / "sys").mkdir(exist_ok=True)
     for name in SYSTEM_LIBS:

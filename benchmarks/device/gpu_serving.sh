@@ -11,7 +11,8 @@
 #   bench     sweep 1/8/32/64 users on both engines of plan A (both resident on the GPU), then
 #             llama-gpu from plan B alone, then the AMX self-tests and speed rounds
 #             (benchmarks/device/amx_check.py, with .device/amx carried); all into $OUT/results.tgz
-#   amx       the AMX self-tests and speed rounds (benchmarks/device/amx_check.py; .device/amx)
+#   amx       the AMX self-tests and speed rounds (benchmarks/device/amx_check.py on the bundle
+#             benchmarks/device/amx_variants.py made, carried in setup as .device/amx.txz)
 # Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE [N]
 set -uo pipefail
 PHASE=${1:?phase}
@@ -33,6 +34,7 @@ setup)
   cd "$R" || exit 1
   export PYTHONPATH=/tmp/site-small:$R
   tar xJf .device/llama-src.txz -C "$W"
+  tar xJf .device/amx.txz -C "$W"  # benchmarks/device/amx_variants.py's bundle
   { nvidia-smi; nvidia-smi -q -x > "$W/out/nvidia-smi.xml"; lscpu; gcc --version | head -1;
     nvcc --version | tail -1; python3 -c 'import torch; print("torch", torch.__version__)'; } \
     > "$W/out/machine.txt" 2>&1
@@ -118,7 +120,7 @@ bench)
   ;;
 amx)
   export PYTHONPATH=/tmp/site-small:$R
-  rm -rf "$W/amx" && cp -r .device/amx "$W/amx" && cd "$R" || exit 1
+  cd "$R" || exit 1
   log "AMX: self-tests of the image builder's binaries (Debian 12, GCC 12), then fixed vs noamx"
   python3 benchmarks/device/amx_check.py --variants "$W/amx" --out "$W/out" \
     --model "$M/1b-q4_0.gguf" --model "$M/1b-q8_0.gguf" --rounds 3 2>&1 | tail -8
