@@ -52,6 +52,10 @@ setup)
     && python3 -m llmhost.devtools.synthetic_gguf --vocab \$V --preset 1b --type q4_0 --out $M/1b-q4_0.gguf \
     && python3 -m llmhost.devtools.synthetic_gguf --vocab \$V --preset 1b --type q8_0 --out $M/1b-q8_0.gguf \
     && touch $W/models.done" < /dev/null > "$W/out/models.log" 2>&1 &
+  log "AMX self-tests of the image builder's binaries (Debian 12, GCC 12)"
+  python3 benchmarks/device/amx_check.py --variants "$W/amx" --out "$W/out" 2>&1 | tail -4
+  dmesg | grep -i "trap\|segfault" | tail -5 > "$W/out/dmesg-traps-setup.txt"
+  cp "$W/out/amx-selftest.json" "$OUT/amx-selftest-setup.json"
   log "setup done: CUDA build and models in the background"
   ;;
 part)
