@@ -552,6 +552,7 @@ def _knobs(
         cpu_mask=() if on_gpu else cores.compute_cpus,
         load_mode_none=use_pages,
         hugetlb_malloc=use_pages,
+        prompt_cache_mib=preset.prompt_cache_mib,
     )
 
 

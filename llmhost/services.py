@@ -100,6 +100,7 @@ class Serving:
     parallel: int | None  # llama.cpp slots / vLLM max-num-seqs; None: sized by the memory plan
     kv_unified: bool = False  # llama.cpp: one KV pool shared by every slot
     kv_tokens_per_ctx: int = 0  # llama.cpp with a unified pool: pool = ctx_size x this
+    prompt_cache_mib: int | None = None  # llama.cpp --cache-ram (0: off); None: its default
     flash_attn: str = "auto"  # llama.cpp -fa
     cuda_graphs: bool = True
     chunked_prefill: bool = True  # vLLM
@@ -112,8 +113,11 @@ SERVING: dict[tuple[str, str, str], Serving] = {
     (LLAMA_CPP, "cpu", "latency"): Serving(parallel=1),
     (LLAMA_CPP, "cpu", "throughput"): Serving(parallel=4),
     (LLAMA_CPP, "gpu", "latency"): Serving(parallel=2, flash_attn="on"),
+    # No prompt cache: with a unified pool, llama-server saves each idle slot to it before a new
+    # task, one at a time (~130 ms each for 32 slots on the H200: 4 s between waves of requests,
+    # benchmarks/results/h200-2026-11-29/llama-B2-prompt-cache.txt).
     (LLAMA_CPP, "gpu", "throughput"): Serving(
-        parallel=32, kv_unified=True, kv_tokens_per_ctx=8, flash_attn="on"
+        parallel=32, kv_unified=True, kv_tokens_per_ctx=8, flash_attn="on", prompt_cache_mib=0
     ),
     (VLLM, "gpu", "latency"): Serving(parallel=8),
     (VLLM, "gpu", "throughput"): Serving(parallel=None),
@@ -155,6 +159,7 @@ class LlamaKnobs:
     cpu_mask: tuple[int, ...] = ()  # pinned compute CPUs (with --cpu-strict)
     load_mode_none: bool = False  # read weights into (hugepage-backed) buffers, no mmap
     hugetlb_malloc: bool = False  # glibc serves malloc from the 2 MiB pool
+    prompt_cache_mib: int | None = None  # --cache-ram: host memory for saved prompts (0: off)
 
     def args(self) -> tuple[str, ...]:
         args = ["--model", self.model] if self.model else []
@@ -167,6 +172,8 @@ class LlamaKnobs:
             args += ["--kv-unified"]
         if self.flash_attn != "auto":
             args += ["--flash-attn", self.flash_attn]
+        if self.prompt_cache_mib is not None:
+            args += ["--cache-ram", str(self.prompt_cache_mib)]
         if self.gpu_layers is not None:
             args += ["--n-gpu-layers", str(self.gpu_layers)]
         if self.cpu_mask:

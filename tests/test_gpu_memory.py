@@ -94,6 +94,7 @@ def test_h200_throughput_batches_for_32_users(tmp_path):
     assert isinstance(llama.knobs, LlamaKnobs)
     assert llama.knobs.parallel == 32 and llama.knobs.kv_unified
     assert "--kv-unified" in llama.args and llama.knobs.ctx_size == 8 * 4096
+    assert llama.args[llama.args.index("--cache-ram") + 1] == "0"  # no prompt cache churn
     assert llama.targets["output_tok_s_min"] == 1000 and llama.bench_concurrency == 32
     assert plan.service("vllm-gpu").targets["output_tok_s_min"] == 4000
 

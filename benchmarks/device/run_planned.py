@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -35,9 +36,9 @@ def main() -> None:
     parser.add_argument("service")
     parser.add_argument("--models-dir", type=Path, required=True)
     parser.add_argument("--log", type=Path, required=True)
-    parser.add_argument("engine", nargs=argparse.REMAINDER)
-    ns = parser.parse_args()
-    engine = ns.engine[1:] if ns.engine[:1] == ["--"] else ns.engine
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    ns, engine = parser.parse_args(argv[:cut]), argv[cut + 1 :]
     argv, env = command(json.loads(ns.plan.read_text()), ns.service, ns.models_dir, engine)
     ns.log.parent.mkdir(parents=True, exist_ok=True)
     ns.log.with_suffix(".cmd.json").write_text(json.dumps({"argv": argv, "env": env}, indent=2))
