@@ -13,7 +13,11 @@
 #             (benchmarks/device/amx_check.py, with .device/amx carried); all into $OUT/results.tgz
 #   amx       the AMX self-tests and speed rounds (benchmarks/device/amx_check.py on the bundle
 #             benchmarks/device/amx_variants.py made, carried in setup as .device/amx.txz)
-# Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE [N]
+#   pack      (here, before the calls) make what the calls carry under .device/: the llama.cpp
+#             tree, the AMX bundle, the vLLM payload in 56 MiB parts
+# Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE
+# Calls: setup (carry .device/{llama-src.txz,amx.txz,ggml-vocab-llama-spm.gguf,whl} and the last
+# payload part with payload.sha256), one `part` call per other part, install, bench, amx.
 set -uo pipefail
 PHASE=${1:?phase}
 W=/tmp/w
@@ -27,6 +31,31 @@ L() { python3 -m llmhost.cli.main "$@"; }
 health() { curl -sf -o /dev/null "http://127.0.0.1:$1/health"; }
 
 case "$PHASE" in
+pack)
+  TREE=${LLAMA_TREE:?the llama.cpp tree (tests/e2e/infra.py: ensure_llama_source)}
+  mkdir -p .device/whl
+  tar -C "$(dirname "$TREE")" --exclude=llama.cpp/models --exclude=llama.cpp/docs \
+    --exclude=llama.cpp/tests --exclude=llama.cpp/benches --exclude=llama.cpp/examples \
+    --exclude=llama.cpp/.git --exclude=llama.cpp/tools/ui/tests -cJf .device/llama-src.txz llama.cpp
+  cp "$TREE/models/ggml-vocab-llama-spm.gguf" .device/
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+    --platform manylinux_2_28_x86_64 gguf -d .device/whl
+  python3 benchmarks/device/amx_variants.py --source "$TREE" \
+    --snapshot tests/fixtures/snapshots/h100-emerald-rapids.tar.gz --out .device/amx
+  tar -C .device --exclude=amx/build.log -cJf .device/amx.txz amx
+  bash scripts/device/vllm_wheels.sh  # -> .device/vllm/wheels
+  # The kernels a Llama on Hopper never loads (Blackwell FA4/cute, MoE, video, JIT compilers).
+  rm -rf .device/vllm-min && mkdir -p .device/vllm-min/wheels
+  for w in .device/vllm/wheels/*.whl; do
+    case "$(basename "$w")" in
+      tokenspeed_triton*|nvidia_cutlass_dsl_libs_cu1*|nvidia_nvvm*|tilelang*|pynvvideocodec*|\
+      nvidia_cuda_nvcc*|z3_solver*|torchcodec*|nvidia_cuda_nvdisasm*|nvidia_cuda_cccl*) ;;
+      *) ln "$w" .device/vllm-min/wheels/ ;;
+    esac
+  done
+  (cd .device/vllm-min && tar -cf payload.tar wheels && sha256sum payload.tar > payload.sha256 \
+    && split -b 56m -d -a 2 payload.tar part- && rm payload.tar && ls)
+  ;;
 setup)
   rm -rf "$R" && mkdir -p "$R" && cp -r . "$R/"
   cp .device/vllm-min/payload.sha256 .device/ggml-vocab-llama-spm.gguf "$W/"
