@@ -294,18 +294,35 @@ def last_fault(log: str) -> Fault | None:
     return found
 
 
-def _vaddr(elf: bytes, offset: int) -> int | None:
-    """The virtual address of a file offset, from the ELF64 program headers."""
+def _load_segments(elf: bytes) -> list[tuple[int, int, int]]:
+    """(file offset, virtual address, size in the file) of each PT_LOAD of an ELF64 file."""
     if elf[:4] != b"\x7fELF" or elf[4] != 2:
         raise ValueError("not an ELF64 file")
     (phoff,) = struct.unpack_from("<Q", elf, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
+    out = []
     for i in range(phnum):
         p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from(
             "<IIQQQQ", elf, phoff + i * phentsize
         )
-        if p_type == 1 and p_offset <= offset < p_offset + p_filesz:
+        if p_type == 1:
+            out.append((p_offset, p_vaddr, p_filesz))
+    return out
+
+
+def _vaddr(elf: bytes, offset: int) -> int | None:
+    """The virtual address of a file offset."""
+    for p_offset, p_vaddr, size in _load_segments(elf):
+        if p_offset <= offset < p_offset + size:
             return offset - p_offset + p_vaddr
+    return None
+
+
+def file_offset(elf: bytes, vaddr: int) -> int | None:
+    """The file offset of a virtual address (a symbol's value)."""
+    for p_offset, p_vaddr, size in _load_segments(elf):
+        if p_vaddr <= vaddr < p_vaddr + size:
+            return vaddr - p_vaddr + p_offset
     return None
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -54,18 +53,6 @@ def product_image() -> str:
         raise
 
 
-def _file_offset(elf: bytes, vaddr: int) -> int:
-    (phoff,) = struct.unpack_from("<Q", elf, 0x20)
-    phentsize, phnum = struct.unpack_from("<HH", elf, 0x36)
-    for i in range(phnum):
-        p_type, _, p_offset, p_vaddr, _, p_filesz = struct.unpack_from(
-            "<IIQQQQ", elf, phoff + i * phentsize
-        )
-        if p_type == 1 and p_vaddr <= vaddr < p_vaddr + p_filesz:
-            return vaddr - p_vaddr + p_offset
-    raise AssertionError(f"{vaddr:#x} is in no PT_LOAD segment")
-
-
 @pytest.fixture(scope="module")
 def crashing_image(product_image: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +73,8 @@ def crashing_image(product_image: str) -> str:
         for line in symbols.splitlines():
             address, _, name = line.split(maxsplit=2)
             if EXTRA_BUFFER_KERNELS.search(name):
-                offset = _file_offset(bytes(lib), int(address, 16))
+                offset = selftest.file_offset(bytes(lib), int(address, 16))
+                assert offset is not None, name
                 lib[offset : offset + len(TILEZERO_TMM4)] = TILEZERO_TMM4
                 patched += 1
         assert patched, "no extra-buffer compute_forward symbol in libggml-cpu.so"
