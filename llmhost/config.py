@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.errors import LlmhostError
-from llmhost.services import REGISTRY, SERVING_MODES
+from llmhost.services import LLAMA_CPP, REGISTRY, SERVING_MODES, VLLM
 
 PROFILES = ("cpu", "gpu", "all")
 SERVICE_PROFILES = {s.name: s.device for s in REGISTRY.values()}
@@ -146,8 +146,30 @@ def _names(cls: type) -> set[str]:
     return {f.name for f in fields(cls)}
 
 
+# Keys that mean something only to one engine or one device (the rest apply to every service).
+ENGINE_ONLY = {
+    "kv_tokens": LLAMA_CPP, "cache_type": LLAMA_CPP, "gpu_layers": LLAMA_CPP,
+    "flash_attn": LLAMA_CPP, "kv_cache_dtype": VLLM, "gpu_memory_utilization": VLLM,
+    "tensor_parallel_size": VLLM,
+}  # fmt: skip
+GPU_ONLY = ("gpu_layers", "cuda_graphs", "gpu_memory_utilization", "tensor_parallel_size", "gpus")
+
+
+def _check_applies(key: str, name: str, data: dict[str, Any]) -> None:
+    spec = REGISTRY.get(name)
+    if spec is None:
+        return
+    for item in data:
+        engine = ENGINE_ONLY.get(item)
+        if engine and engine != spec.engine:
+            raise _fail(f"{key}.{item}", f"is a {engine} setting; {name} runs {spec.engine}")
+        if item in GPU_ONLY and spec.device != "gpu":
+            raise _fail(f"{key}.{item}", f"is a GPU setting; {name} runs on the CPU")
+
+
 def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig:
     data = _check_mapping(key, raw, _names(ServiceConfig))
+    _check_applies(key, key.removeprefix("services."), data)
     base = default or ServiceConfig(port=0)
     out: dict[str, Any] = {}
     if "port" in data or default is None:

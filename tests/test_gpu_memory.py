@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -38,6 +39,7 @@ LLAMA2_70B_BF16 = replace(
 H200 = FakeGpu("NVIDIA H200", "GPU-h200", (9, 0), 150_754_820_096)
 H100 = FakeGpu("NVIDIA H100 80GB HBM3", "GPU-h100", (9, 0), 85_520_809_984)
 MODELS = {"llama-gpu": LLAMA2_7B_Q4_0, "vllm-gpu": LLAMA2_7B_BF16}
+RTX_3050 = FakeGpu("NVIDIA GeForce RTX 3050", "GPU-3050", (8, 6), 8 * GIB)
 
 
 def host(tmp_path, *gpus: FakeGpu):
@@ -249,3 +251,63 @@ def test_deploy_dry_run_prints_compose_and_memory_table(tmp_path, monkeypatch):
     assert "--gpu-memory-utilization" in compose["services"]["vllm-gpu"]["command"]
     assert "NVIDIA GeForce RTX 5090" in table and "--gpu-memory-utilization" in table
     assert not (tmp_path / "state").exists()
+
+
+def _cli_on(tmp_path, monkeypatch, facts, config_text: str, *args: str):
+    from click.testing import CliRunner
+
+    from llmhost.cli import app as app_module
+    from llmhost.cli.main import cli
+
+    monkeypatch.setattr(app_module.App, "facts", lambda self, snapshot=None, **kw: facts)
+    monkeypatch.setenv("LLMHOST_STATE_DIR", str(tmp_path / "state"))
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text(config_text)
+    return CliRunner().invoke(cli, ["--config", str(cfg), *args])
+
+
+def _models(tmp_path) -> Path:
+    from llmhost.devtools.synthetic_gguf import write_llama_gguf
+
+    models = tmp_path / "models"
+    (models / "m-hf").mkdir(parents=True)
+    (models / "m-hf" / "config.json").write_text(json.dumps({
+        "num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32,
+        "num_key_value_heads": 32, "intermediate_size": 11008, "vocab_size": 32000,
+        "torch_dtype": "bfloat16",
+    }))  # fmt: skip
+    (models / "m-hf" / "model.safetensors").write_bytes(b"\0" * 4096)
+    write_llama_gguf(models / "m.gguf", None, tensor_type="q4_0")
+    return models
+
+
+@pytest.mark.parametrize(
+    ("services", "exit_code", "starts"),
+    [
+        # A GPU too small for what is asked (the tiny GGUF with a 16M-token KV pool).
+        ("llama-gpu: {model: m.gguf, kv_tokens: 16000000}\n  vllm-gpu: {model: m-hf}", 1,
+         "llama-gpu does not fit on GPU 0 (NVIDIA GeForce RTX 3050, 8.0 GiB): needs 8.4 GiB"),
+        # Two services one GPU cannot hold: vLLM's 4096-token sequence beside llama-gpu's pool.
+        ("llama-gpu: {model: m.gguf, kv_tokens: 4000000}\n  vllm-gpu: {model: m-hf}", 1,
+         "vllm-gpu does not fit on GPU 0 (NVIDIA GeForce RTX 3050, 8.0 GiB) beside llama-gpu"),
+        ("llama-gpu: {model: m.gguf, gpu_memory_utilization: 0.5}\n  vllm-gpu: {model: m-hf}", 2,
+         "config: services.llama-gpu.gpu_memory_utilization is a vllm setting"),
+        ("llama-gpu: {model: m.gguf, serving: turbo}\n  vllm-gpu: {model: m-hf}", 2,
+         "config: services.llama-gpu.serving must be one of latency, throughput"),
+        ("llama-gpu: {model: absent.gguf}\n  vllm-gpu: {model: m-hf}", 1,
+         "llama-gpu: model "),
+        ("llama-gpu: {model: m.gguf}\n  vllm-gpu: {model: m.gguf}", 1,
+         "vllm-gpu: model "),
+    ],
+)  # fmt: skip
+def test_bad_gpu_input_is_one_line_and_nothing_starts(tmp_path, monkeypatch, services, exit_code,
+                                                      starts):  # fmt: skip
+    models = _models(tmp_path)
+    text = f"models_dir: {models}\nservices:\n  {services}\n"
+    for command in (("plan", "--profile", "gpu"), ("deploy", "--profile", "gpu")):
+        result = _cli_on(tmp_path, monkeypatch, host(tmp_path / "h", RTX_3050), text, *command)
+        assert result.exit_code == exit_code, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"llmhost: {starts}"), result.output
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "state").exists()  # nothing rendered, nothing started
