@@ -19,7 +19,7 @@ from llmhost.config import Config
 from llmhost.errors import LlmhostError
 from llmhost.floors import build_gate
 from llmhost.image_checks import add_labels, verify_built_image
-from llmhost.plan import Plan, ServicePlan
+from llmhost.plan import CUDA_IMAGES, Plan, ServicePlan
 from llmhost.services import REGISTRY, VLLM
 from llmhost.source_fixes import FixedFile, fix_tree
 from llmhost.templates import render
@@ -29,7 +29,14 @@ Progress = Callable[[str], None]
 DEFAULT_LLAMA_REF = "b10864"
 LABEL_SOURCE_FIXES = "io.llmhost.llama.source_fixes"  # ids of llmhost.source_fixes applied
 LABEL_LEFT_OUT = "io.llmhost.isa.left_out"  # ISA features the plan switched off, and why
-CUDA_DEVEL_IMAGE = "nvidia/cuda:{version}-devel-ubuntu24.04"  # also where cuobjdump comes from
+CUDA_IMAGE = "nvidia/cuda:{version}-{flavour}-{os}"  # the devel one also holds cuobjdump
+
+
+def cuda_image(version: str, flavour: str) -> str:
+    """nvidia/cuda:<version>-<devel|runtime>-<the Ubuntu llmhost builds that CUDA on>."""
+    return CUDA_IMAGE.format(version=version, flavour=flavour, os=CUDA_IMAGES[version])
+
+
 LLAMA_TARBALL = "https://github.com/ggml-org/llama.cpp/archive/refs/tags/{ref}.tar.gz"
 # Source paths a server build never reads: kept out of the build context.
 CONTEXT_EXCLUDES = (
@@ -189,8 +196,8 @@ def render_dockerfile(
         labels=labels,
         jobs=jobs,
         cmake_flags=list(build.llama_cpu_cmake_flags),
-        cuda_devel_image=CUDA_DEVEL_IMAGE.format(version=cuda),
-        cuda_runtime_image=f"nvidia/cuda:{cuda}-runtime-ubuntu24.04",
+        cuda_devel_image=cuda_image(cuda, "devel") if cuda else None,
+        cuda_runtime_image=cuda_image(cuda, "runtime") if cuda else None,
         cuda_architectures=build.cuda_architectures,
         vllm_version=config.images.vllm_version,
         torch_cuda_arch_list=build.torch_cuda_arch_list,
@@ -209,9 +216,7 @@ def _floor_gates(
     gates: dict[str, dict[str, str]] = {}
     for svc in plan.services:
         version = (
-            config.images.vllm_version
-            if svc.engine == VLLM
-            else (source.version if source else "")
+            config.images.vllm_version if svc.engine == VLLM else (source.version if source else "")
         )
         gates[svc.name], note = build_gate(
             svc.name, version, allow_below_floor=allow_below_floor, cmake_flags=flags
@@ -345,7 +350,7 @@ def build_images(
             _stream(events, progress)
         info = client.inspect_image(candidate)
         cuda = plan.build.cuda_version
-        devel = CUDA_DEVEL_IMAGE.format(version=cuda) if cuda else None
+        devel = cuda_image(cuda, "devel") if cuda else None
         found = verify_built_image(
             client, svc.name, candidate, info["Config"].get("Labels") or {}, plan, devel, progress
         )

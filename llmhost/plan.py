@@ -48,10 +48,35 @@ from llmhost.services import (
 
 HUGEPAGE_KB = 2048
 IMAGES: dict[str, str] = {name: spec.image for name, spec in REGISTRY.items()}
-# CUDA container versions we build on, newest last; a driver runs images up to its own CUDA.
-CUDA_IMAGE_VERSIONS: tuple[str, ...] = ("12.8.1", "12.9.1", "13.0.1")
-# Blackwell consumer/workstation parts (sm_120) need CUDA 12.8 or newer.
-MIN_CUDA_FOR_CC: dict[tuple[int, int], str] = {(12, 0): "12.8", (12, 1): "12.9", (10, 0): "12.8"}
+# CUDA container versions we build on, newest last, with the Ubuntu of their images; a driver runs
+# images up to its own CUDA (12.2: the 535 long-term branch, 12.4: 550).
+CUDA_IMAGES: dict[str, str] = {
+    "12.2.2": "ubuntu22.04",
+    "12.4.1": "ubuntu22.04",
+    "12.6.3": "ubuntu24.04",
+    "12.8.1": "ubuntu24.04",
+    "12.9.1": "ubuntu24.04",
+    "13.0.1": "ubuntu24.04",
+}
+CUDA_IMAGE_VERSIONS: tuple[str, ...] = tuple(CUDA_IMAGES)
+# The first CUDA release with machine code for each architecture (CUDA release notes: 12.8 added
+# sm_100 and sm_120, 12.9 sm_103 and sm_121; 13.0 renamed Thor's sm_101 to sm_110).
+MIN_CUDA_FOR_CC: dict[tuple[int, int], str] = {
+    (10, 0): "12.8",
+    (10, 1): "12.8",
+    (10, 3): "12.9",
+    (11, 0): "13.0",
+    (12, 0): "12.8",
+    (12, 1): "12.9",
+}
+# CUDA 13.0 dropped Maxwell, Pascal and Volta (sm_50 to sm_72): 12.9 is their last release.
+LAST_CUDA_BELOW_TURING = "12.9"
+TURING = (7, 5)
+# Architecture-specific code ("a": FP4/MXFP4 block-scaled MMA on consumer Blackwell) named
+# exactly, so a llama.cpp tree that does not rewrite 120 -> 120a still gets those kernels.
+EXACT_ARCH: dict[tuple[int, int], str] = {(12, 0): "120a-real", (12, 1): "121a-real"}
+# vLLM's images are CUDA 13 builds: they need a CUDA 13 driver (580+) and Turing or newer.
+VLLM_MIN_DRIVER_CUDA = "13.0"
 # Largest share of RAM llmhost will ever pin in hugepages; the host must keep working.
 MAX_HUGEPAGE_RAM_FRACTION = 0.75
 
@@ -378,15 +403,34 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | None, str | None]:
-    """(CMAKE_CUDA_ARCHITECTURES, TORCH_CUDA_ARCH_LIST, CUDA image version) for these GPUs."""
+    """(CMAKE_CUDA_ARCHITECTURES, TORCH_CUDA_ARCH_LIST, CUDA image version) for these GPUs: the
+    newest CUDA image the driver runs that still has machine code for every one of them."""
+    unknown = [g for g in gpu.gpus if not g.cc_tuple]
+    if unknown:
+        raise PlanError(
+            f"GPU {unknown[0].index} ({unknown[0].name}) has an unknown compute capability: "
+            "nothing is built for a guessed architecture; set images.cuda_version and check "
+            "`nvidia-smi --query-gpu=compute_cap --format=csv`"
+        )
     caps = sorted({g.cc_tuple for g in gpu.gpus if g.cc_tuple})
     if not caps:
         return None, None, None
-    cmake = ";".join(f"{a}{b}" for a, b in caps)
+    cmake = ";".join(EXACT_ARCH.get(cc, f"{cc[0]}{cc[1]}") for cc in caps)
     torch = ";".join(f"{a}.{b}" for a, b in caps)
     if override:
+        if override not in CUDA_IMAGES:
+            raise PlanError(
+                f"images.cuda_version must be one of {', '.join(CUDA_IMAGES)} "
+                f"(got {override!r})",
+                exit_code=2,
+            )
         return cmake, torch, override
-    driver = _version_tuple(gpu.cuda_driver_version or "0.0")[:2]
+    if not gpu.cuda_driver_version or not _version_tuple(gpu.cuda_driver_version):
+        raise PlanError(
+            f"the NVIDIA driver's CUDA version is unknown ({gpu.cuda_driver_version!r}): "
+            "set images.cuda_version, or check `nvidia-smi`"
+        )
+    driver = _version_tuple(gpu.cuda_driver_version)[:2]
     for cc in caps:
         need = MIN_CUDA_FOR_CC.get(cc)
         if need and driver < _version_tuple(need):
@@ -394,13 +438,35 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
                 f"sm_{cc[0]}{cc[1]} GPUs need CUDA {need}+ but the driver supports "
                 f"{gpu.cuda_driver_version}: upgrade the NVIDIA driver"
             )
-    usable = [v for v in CUDA_IMAGE_VERSIONS if _version_tuple(v)[:2] <= driver]
+    newest = min(
+        (_version_tuple(LAST_CUDA_BELOW_TURING) if cc < TURING else (99, 9)) for cc in caps
+    )
+    usable = [v for v in CUDA_IMAGE_VERSIONS if _version_tuple(v)[:2] <= min(driver, newest)]
     if not usable:
         raise PlanError(
             f"the NVIDIA driver supports CUDA {gpu.cuda_driver_version}, older than every CUDA "
             f"image llmhost builds ({CUDA_IMAGE_VERSIONS[0]}+): upgrade the driver"
         )
     return cmake, torch, usable[-1]
+
+
+def vllm_refusal(gpu: GpuFacts) -> str | None:
+    """Why vLLM's CUDA 13 images cannot run on this host, or None."""
+    old = [g for g in gpu.gpus if g.cc_tuple and g.cc_tuple < TURING]
+    if old:
+        return (
+            f"vllm-gpu left out: its CUDA 13 images need Turing (sm_75) or newer, and "
+            f"{old[0].name} is sm_{old[0].cc_tuple[0]}{old[0].cc_tuple[1]}; llama-gpu serves "
+            "this GPU"
+        )
+    driver = _version_tuple(gpu.cuda_driver_version or "0")[:2]
+    if driver < _version_tuple(VLLM_MIN_DRIVER_CUDA):
+        return (
+            f"vllm-gpu left out: its CUDA 13 images need a 580+ driver and this one "
+            f"({gpu.driver_version}) supports CUDA {gpu.cuda_driver_version}; upgrade the driver "
+            "to serve vLLM (llama-gpu uses the newest CUDA image this driver runs)"
+        )
+    return None
 
 
 # ---------------------------------------------------------------- services
@@ -563,9 +629,15 @@ def plan_services(
     profile: str,
     cpu: CpuFacts,
     memory: GpuMemoryPlan | None,
+    excluded: set[str] | None = None,
 ) -> tuple[tuple[ServicePlan, ...], str]:
-    """One ServicePlan per registry entry the profile deploys, knobs rendered to arguments."""
-    specs = [s for s in REGISTRY.values() if profile in ("all", s.device)]
+    """One ServicePlan per registry entry the profile deploys (less `excluded`), knobs rendered
+    to arguments."""
+    specs = [
+        s
+        for s in REGISTRY.values()
+        if profile in ("all", s.device) and s.name not in (excluded or set())
+    ]
     engine_cpus, cpu_reason = gpu_engine_cpus(cpu, cores, profile, specs)
     services = []
     for spec in specs:
@@ -669,6 +741,7 @@ def make_plan(
     notes += [f"{feature} left out of the CPU build: {why}" for feature, why in left_out.items()]
     cuda_arch = torch_arch = cuda_version = None
     memory = None
+    excluded: set[str] = set()
     if profile in ("gpu", "all"):
         if not facts.gpu.present:
             raise PlanError(
@@ -676,7 +749,11 @@ def make_plan(
                 f"({facts.gpu.error or 'no devices'}): use --profile cpu"
             )
         cuda_arch, torch_arch, cuda_version = cuda_plan(facts.gpu, config.images.cuda_version)
-        specs = [s for s in REGISTRY.values() if s.device == "gpu"]
+        refusal = vllm_refusal(facts.gpu)
+        if refusal:
+            notes.append(refusal)
+            excluded = {s.name for s in REGISTRY.values() if s.engine == VLLM}
+        specs = [s for s in REGISTRY.values() if s.device == "gpu" and s.name not in excluded]
         memory = plan_gpu_memory(facts.gpu, _gpu_demands(config, specs, models))
         notes += list(memory.notes)
     elif facts.gpu.present:
@@ -694,7 +771,9 @@ def make_plan(
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")
-    services, cpu_reason = plan_services(config, cores, hugepages, profile, facts.cpu, memory)
+    services, cpu_reason = plan_services(
+        config, cores, hugepages, profile, facts.cpu, memory, excluded
+    )
     if cpu_reason:
         notes.append(cpu_reason)
     return Plan(

@@ -91,7 +91,7 @@ def test_reference_box_plan(tmp_path):
     assert facts.cpu.microarchitecture == "Zen 5"
     assert facts.cpu.codename == "Granite Ridge"
     plan = make_plan(facts, Config(), "all")
-    assert plan.build.cuda_architectures == "120"
+    assert plan.build.cuda_architectures == "120a-real"  # FP4 kernels, named exactly
     assert plan.build.torch_cuda_arch_list == "12.0"
     assert plan.build.cuda_version == "13.0.1"
     flags = plan.build.llama_cpu_cmake_flags
@@ -126,7 +126,7 @@ def test_cuda12_driver_gets_a_cuda12_image(tmp_path):
 def test_mixed_gpus_list_every_arch(tmp_path):
     facts = _host(tmp_path, FakeNvml(gpus=[RTX_5090, H100]))
     plan = make_plan(facts, Config(), "gpu")
-    assert plan.build.cuda_architectures == "90;120"
+    assert plan.build.cuda_architectures == "90;120a-real"
     assert plan.build.torch_cuda_arch_list == "9.0;12.0"
 
 
@@ -134,3 +134,66 @@ def test_gpu_profile_without_gpu(tmp_path):
     facts = _host(tmp_path, FakeNvml(init_error=NO_DRIVER))
     with pytest.raises(PlanError, match="needs an NVIDIA GPU"):
         make_plan(facts, Config(), "gpu")
+
+
+# ---------------------------------------------------------------- the CUDA and architecture matrix
+
+GTX_1080 = FakeGpu("NVIDIA GeForce GTX 1080", "GPU-1080", (6, 1), 8589934592)
+V100 = FakeGpu("Tesla V100-SXM2-32GB", "GPU-v100", (7, 0), 34359738368)
+B200 = FakeGpu("NVIDIA B200", "GPU-b200", (10, 0), 193273528320)
+
+
+@pytest.mark.parametrize(
+    ("gpu", "driver", "cuda", "image", "arch", "vllm"),
+    [
+        (RTX_5090, "580.95.05", 13000, "13.0.1", "120a-real", True),
+        (RTX_5090, "570.86.10", 12080, "12.8.1", "120a-real", False),
+        (GTX_1080, "580.95.05", 13000, "12.9.1", "61", False),  # CUDA 13 has no sm_61
+        (V100, "580.95.05", 13000, "12.9.1", "70", False),  # nor sm_70
+        (H100, "535.247.01", 12020, "12.2.2", "90", False),  # the 535 long-term branch
+        (H100, "550.163.01", 12040, "12.4.1", "90", False),  # the 550 one
+        (B200, "580.95.05", 13000, "13.0.1", "100", True),
+    ],
+)  # fmt: skip
+def test_cuda_matrix(tmp_path, gpu, driver, cuda, image, arch, vllm):
+    """Each GPU gets a CUDA image its driver runs and that still has its machine code, its exact
+    architectures, and vllm-gpu only where vLLM's CUDA 13 images run (else a note says why)."""
+    facts = _host(tmp_path, FakeNvml(driver=driver, cuda=cuda, gpus=[gpu]))
+    plan = make_plan(facts, Config(), "gpu", headers={})
+    assert plan.build.cuda_version == image
+    assert plan.build.cuda_architectures == arch
+    assert (plan.service("vllm-gpu") is not None) == vllm
+    if not vllm:
+        assert any(n.startswith("vllm-gpu left out:") for n in plan.notes), plan.notes
+    assert plan.service("llama-gpu") is not None
+
+
+def test_cuda_image_names_follow_the_version():
+    from llmhost.build import cuda_image
+
+    assert cuda_image("12.2.2", "devel") == "nvidia/cuda:12.2.2-devel-ubuntu22.04"
+    assert cuda_image("13.0.1", "runtime") == "nvidia/cuda:13.0.1-runtime-ubuntu24.04"
+
+
+@pytest.mark.parametrize(
+    ("nvml", "message"),
+    [
+        (FakeNvml(driver="580.95.05", cuda=13000,
+                  gpus=[FakeGpu("NVIDIA Mystery", "GPU-x", None, 1 << 34)]),  # type: ignore[arg-type]
+         "unknown compute capability: nothing is built for a guessed architecture"),
+        (FakeNvml(driver="565.57", cuda=12070, gpus=[RTX_5090]), r"sm_120 GPUs need CUDA 12\.8"),
+    ],
+)  # fmt: skip
+def test_unknown_gpu_or_driver_is_one_clear_refusal(tmp_path, nvml, message):
+    facts = _host(tmp_path, nvml)
+    with pytest.raises(PlanError, match=message):
+        make_plan(facts, Config(), "gpu", headers={})
+
+
+def test_a_cuda_version_llmhost_does_not_build_is_a_usage_error(tmp_path):
+    from llmhost.config import parse_config
+
+    facts = _host(tmp_path, FakeNvml(gpus=[H100]))
+    with pytest.raises(PlanError, match=r"images.cuda_version must be one of") as exc:
+        make_plan(facts, parse_config({"images": {"cuda_version": "11.8.0"}}), "gpu", headers={})
+    assert exc.value.exit_code == 2

@@ -102,7 +102,5 @@ def gpu_memory_lines(plan: Plan) -> list[str]:
             extra.append(f"max-num-seqs {p.max_num_seqs}")
         if p.tensor_parallel_size > 1:
             extra.append(f"tensor parallel {p.tensor_parallel_size}")
-        lines.append(
-            f"    {name} per GPU: {parts}" + (f"; {', '.join(extra)}" if extra else "")
-        )
+        lines.append(f"    {name} per GPU: {parts}" + (f"; {', '.join(extra)}" if extra else ""))
     return lines
