@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -137,9 +138,8 @@ def _describe(sig: str) -> str:
 
 
 def _verdicts_dir() -> Path:
-    from llmhost.deploy import state_dir
-
-    return state_dir() / "selftest"
+    """Under llmhost's cache (as build's downloads): a verdict is a memo, not host state."""
+    return Path(os.environ.get("LLMHOST_CACHE", Path.home() / ".cache" / "llmhost")) / "selftest"
 
 
 def remember(image_id: str, cpu_model: str, summary: str) -> None:
