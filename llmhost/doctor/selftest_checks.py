@@ -12,9 +12,8 @@ FIX = "llmhost build --profile cpu"
 @needs_engine
 def cpu_image_selftest(ctx: Context) -> Finding:
     """Live: llama-bench of the built llama-cpu image on small models, every CPU path, unless this
-    very image already passed it on this CPU model (llmhost build or an earlier doctor: a memo in
-    llmhost's cache); from a
-    snapshot: the verdict the build recorded."""
+    very image already passed it on this CPU model (a memo in llmhost's cache, from the build or
+    an earlier doctor); from a snapshot: the verdict the build recorded."""
     tag = IMAGES["llama-cpu"]
     image = next((i for i in ctx.facts.containers.images if tag in i.tags), None)
     if image is None or (ctx.plan and not ctx.plan.service("llama-cpu")):
