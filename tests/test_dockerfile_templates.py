@@ -346,3 +346,16 @@ def test_cpu_image_serves_the_tiny_model() -> None:
     for flag in isa:
         if flag in SYSTEM_INFO:
             assert SYSTEM_INFO[flag] in system_info, system_info
+
+
+@pytest.mark.parametrize("name", ["rtx5090-cuda", "h100-vllm"])
+def test_gpu_images_carry_no_forward_compat_libcuda(name):
+    """A compat libcuda in the image overrides the host driver's: removed at build time, and
+    vLLM's compatibility mode (which would load one) pinned off."""
+    template, values = SAMPLES[name]
+    text = render_template(template, **values)
+    assert "/usr/local/cuda*/compat" in text
+    assert any(i.keyword == "RUN" and "rm -rf" in i.args and "/compat" in i.args
+               for i in parse_dockerfile(text))  # fmt: skip
+    if template.startswith("vllm"):
+        assert "VLLM_ENABLE_CUDA_COMPATIBILITY=0" in text
