@@ -420,8 +420,7 @@ def cuda_plan(gpu: GpuFacts, override: str | None) -> tuple[str | None, str | No
     if override:
         if override not in CUDA_IMAGES:
             raise PlanError(
-                f"images.cuda_version must be one of {', '.join(CUDA_IMAGES)} "
-                f"(got {override!r})",
+                f"images.cuda_version must be one of {', '.join(CUDA_IMAGES)} (got {override!r})",
                 exit_code=2,
             )
         return cmake, torch, override

@@ -102,6 +102,11 @@ class FakeGpu:
     persistence: int = 1
     used_bytes: int = 0
     processes: tuple[tuple[int, str, int], ...] = ()  # (pid, name, bytes held)
+    max_width: int = 16
+    power_mw: int = 575000
+    default_power_mw: int = 575000
+    clock_reasons: int = 0x1  # idle
+    mig: int = 0
 
 
 @dataclass
@@ -165,6 +170,21 @@ class FakeNvml:
 
     def nvmlDeviceGetPersistenceMode(self, h: FakeGpu) -> int:
         return h.persistence
+
+    def nvmlDeviceGetMaxPcieLinkWidth(self, h: FakeGpu) -> int:
+        return h.max_width
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h: FakeGpu) -> int:
+        return h.power_mw
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, h: FakeGpu) -> int:
+        return h.default_power_mw
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h: FakeGpu) -> int:
+        return h.clock_reasons
+
+    def nvmlDeviceGetMigMode(self, h: FakeGpu) -> tuple[int, int]:
+        return (h.mig, h.mig)
 
 
 RTX_5090 = FakeGpu("NVIDIA GeForce RTX 5090", "GPU-5090", (12, 0), 34190917632)

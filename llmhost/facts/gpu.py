@@ -34,6 +34,24 @@ _ARCH_BY_CC: dict[tuple[int, int], str] = {
 }
 
 
+# NVML clock-event reasons that slow a GPU down (idle, application clocks and sync boost do not).
+THROTTLE_REASONS: dict[int, str] = {
+    0x4: "software power cap",
+    0x8: "hardware slowdown",
+    0x20: "software thermal slowdown",
+    0x40: "hardware thermal slowdown",
+    0x80: "power brake",
+}
+# The same, as nvidia-smi -q -x names them under clocks_event_reasons.
+_XML_THROTTLE = {
+    "clocks_event_reason_sw_power_cap": "software power cap",
+    "clocks_event_reason_hw_slowdown": "hardware slowdown",
+    "clocks_event_reason_sw_thermal_slowdown": "software thermal slowdown",
+    "clocks_event_reason_hw_thermal_slowdown": "hardware thermal slowdown",
+    "clocks_event_reason_hw_power_brake_slowdown": "power brake",
+}
+
+
 def architecture_for(cc: tuple[int, int] | None) -> str:
     if cc is None:
         return "unknown"
@@ -69,6 +87,11 @@ class Gpu:
     persistence_mode: bool | None
     memory_used_mib: int | None = None  # the driver's count, reserved memory included
     processes: tuple[GpuProcess, ...] = ()
+    pcie_max_width: int | None = None
+    power_limit_w: float | None = None  # enforced
+    default_power_limit_w: float | None = None
+    throttle_reasons: tuple[str, ...] = ()  # active clock-event reasons that cost speed
+    mig_enabled: bool | None = None
 
     @property
     def held_by_others_mib(self) -> int:
@@ -87,11 +110,14 @@ class Gpu:
 
 @dataclass(frozen=True)
 class GpuFacts:
-    driver_version: str | None
+    driver_version: str | None  # NVML's: the user-space library
     cuda_driver_version: str | None
     gpus: tuple[Gpu, ...]
     via: str
     error: str | None = None
+    kernel_module: str | None = None  # "open" or "proprietary" (/proc/driver/nvidia/version)
+    kernel_module_version: str | None = None
+    uvm_device: bool | None = None  # /dev/nvidia-uvm, which CUDA needs for managed memory
 
     @property
     def present(self) -> bool:
@@ -129,6 +155,14 @@ def from_nvml(nvml: Any) -> GpuFacts:
                 *(_optional(nvml.nvmlDeviceGetComputeRunningProcesses, handle) or ()),
                 *(_optional(nvml.nvmlDeviceGetGraphicsRunningProcesses, handle) or ()),
             ]
+            limit = _named(nvml, "nvmlDeviceGetEnforcedPowerLimit", handle)
+            default = _named(nvml, "nvmlDeviceGetPowerManagementDefaultLimit", handle)
+            reasons = (
+                _named(nvml, "nvmlDeviceGetCurrentClocksEventReasons", handle)
+                or _named(nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", handle)  # older name
+                or 0
+            )
+            mig = _named(nvml, "nvmlDeviceGetMigMode", handle)
             cc_tuple = (int(cc[0]), int(cc[1])) if cc else None
             gpus.append(
                 Gpu(
@@ -144,6 +178,13 @@ def from_nvml(nvml: Any) -> GpuFacts:
                     persistence_mode=None if persistence is None else bool(persistence),
                     memory_used_mib=int(mem.used) // (1024 * 1024) if mem else None,
                     processes=tuple(_nvml_process(nvml, p) for p in procs),
+                    pcie_max_width=_named(nvml, "nvmlDeviceGetMaxPcieLinkWidth", handle),
+                    power_limit_w=limit / 1000 if limit else None,
+                    default_power_limit_w=default / 1000 if default else None,
+                    throttle_reasons=tuple(
+                        name for bit, name in THROTTLE_REASONS.items() if int(reasons) & bit
+                    ),
+                    mig_enabled=bool(mig[0]) if mig else None,
                 )
             )
         return GpuFacts(driver, cuda, tuple(gpus), "nvml")
@@ -151,6 +192,12 @@ def from_nvml(nvml: Any) -> GpuFacts:
         return GpuFacts(None, None, (), "nvml", error=_nvml_error_sentence(exc))
     finally:
         _optional(nvml.nvmlShutdown)
+
+
+def _named(nvml: Any, name: str, *args: Any) -> Any:
+    """An NVML call this pynvml may not have (older releases name some calls differently)."""
+    call = getattr(nvml, name, None)
+    return None if call is None else _optional(call, *args)
 
 
 def _nvml_process(nvml: Any, proc: Any) -> GpuProcess:
@@ -170,6 +217,16 @@ def _nvml_error_sentence(exc: Exception) -> str:
     if "Driver Not Loaded" in text:
         return "the NVIDIA kernel driver is not loaded"
     return f"NVML failed: {text or type(exc).__name__}"
+
+
+def _float_in(text: str | None) -> float | None:
+    match = re.search(r"\d+(?:\.\d+)?", text or "")
+    return float(match.group()) if match else None
+
+
+def _power(node: ET.Element, field: str) -> str | None:
+    """A power reading from either layout of nvidia-smi's XML (gpu_power_readings since 535)."""
+    return node.findtext(f"gpu_power_readings/{field}") or node.findtext(f"power_readings/{field}")
 
 
 def _int_in(text: str | None) -> int | None:
@@ -229,6 +286,19 @@ def parse_nvidia_smi(xml_text: str, csv_text: str | None) -> GpuFacts:
                     )
                     for p in node.findall("processes/process_info")
                 ),
+                pcie_max_width=_int_in(
+                    link.findtext("link_widths/max_link_width") if link is not None else None
+                ),
+                power_limit_w=_float_in(_power(node, "current_power_limit")),
+                default_power_limit_w=_float_in(_power(node, "default_power_limit")),
+                throttle_reasons=tuple(
+                    name
+                    for tag, name in _XML_THROTTLE.items()
+                    if (node.findtext(f"clocks_event_reasons/{tag}") or "").strip() == "Active"
+                ),
+                mig_enabled={"Enabled": True, "Disabled": False}.get(
+                    (node.findtext("mig_mode/current_mig") or "").strip()
+                ),
             )
         )
     return GpuFacts(
@@ -263,12 +333,34 @@ def attribute_processes(gpu: GpuFacts, service_pids: dict[int, str], source: Sou
     return replace(gpu, gpus=gpus)
 
 
+def parse_module_version(text: str | None) -> tuple[str | None, str | None]:
+    """/proc/driver/nvidia/version -> ("open" | "proprietary", "580.95.05")."""
+    first = (text or "").splitlines()[0] if text else ""
+    match = re.search(r"Kernel Module\s+(?:for\s+\S+\s+)?(\d+\.\d+(?:\.\d+)?)", first)
+    if not match:
+        return None, None
+    return ("open" if "Open Kernel Module" in first else "proprietary"), match.group(1)
+
+
+def _kernel_side(source: Source, facts: GpuFacts) -> GpuFacts:
+    flavour, version = parse_module_version(source.read_text("/proc/driver/nvidia/version"))
+    dev = source.list_dir("/dev")
+    return replace(
+        facts,
+        kernel_module=flavour,
+        kernel_module_version=version,
+        uvm_device=None if dev is None else "nvidia-uvm" in dev,
+    )
+
+
 def gather_gpu(source: Source) -> GpuFacts:
     nvml = source.nvml()
     if nvml is not None:
-        return from_nvml(nvml)
+        return _kernel_side(source, from_nvml(nvml))
     xml_out = source.command("nvidia-smi-xml")
     if not xml_out.ok:
-        return GpuFacts(None, None, (), "nvidia-smi", error=f"no NVIDIA driver: {xml_out.error}")
+        facts = GpuFacts(None, None, (), "nvidia-smi", error=f"no NVIDIA driver: {xml_out.error}")
+        return _kernel_side(source, facts)
     csv_out = source.command("nvidia-smi-csv")
-    return parse_nvidia_smi(xml_out.stdout, csv_out.stdout if csv_out.ok else None)
+    facts = parse_nvidia_smi(xml_out.stdout, csv_out.stdout if csv_out.ok else None)
+    return _kernel_side(source, facts)
