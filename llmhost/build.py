@@ -315,7 +315,6 @@ def build_images(
     except DockerException as exc:
         raise LlmhostError(f"Docker engine not reachable: {str(exc).splitlines()[0]}") from None
     built = []
-    jobs = jobs or os.cpu_count() or 2
     gates = _floor_gates(plan, config, source, allow_below_floor, progress)
     for svc in plan.services:
         needs_source = REGISTRY[svc.name].needs_llama_source
@@ -330,9 +329,11 @@ def build_images(
             labels[LABEL_SOURCE_FIXES] = ",".join(sorted(f.fix.id for f in fixed.values()))
         if plan.build.left_out and needs_source:
             labels[LABEL_LEFT_OUT] = "; ".join(f"{k}: {v}" for k, v in plan.build.left_out.items())
+        planned_jobs = plan.build.cuda_compile_jobs if svc.gpu else plan.build.compile_jobs
         dockerfile = render_dockerfile(
-            svc, plan, config, base_image or config.images.base_image, labels, jobs
-        )
+            svc, plan, config, base_image or config.images.base_image, labels,
+            jobs or planned_jobs,
+        )  # fmt: skip
         candidate = with_tag(svc.image, "candidate")
         progress(f"building {svc.image} ({svc.name})")
         start = time.monotonic()

@@ -131,6 +131,8 @@ class BuildPlan:
     reason: str
     cpu_model: str = ""  # the CPU the build is for, as /proc/cpuinfo names it
     left_out: dict[str, str] = field(default_factory=dict)  # ISA feature -> why it is off
+    compile_jobs: int = 1  # C++ compile jobs: one per CPU, as many as memory holds
+    cuda_compile_jobs: int = 1  # nvcc jobs, which need several times more memory each
 
 
 @dataclass(frozen=True)
@@ -371,6 +373,15 @@ def cpu_cmake_flags(
 
 
 AMX_KNOB = "cpu_build.amx"
+# Peak memory of one compile job: g++ on llama.cpp's largest units, nvcc on its template-heavy
+# CUDA kernels (several GiB each; 32 at once exhaust a 64 GiB workstation).
+CXX_JOB_MIB, NVCC_JOB_MIB = 1024, 4096
+
+
+def compile_jobs(logical_cpus: int, available_kb: int, job_mib: int) -> int:
+    """Parallel compile jobs: one per CPU, no more than the available memory holds."""
+    by_memory = available_kb // 1024 // job_mib if available_kb else logical_cpus
+    return max(1, min(logical_cpus, by_memory))
 
 
 def isa_left_out(facts: HostFacts, evidence: Evidence) -> dict[str, str]:
@@ -767,6 +778,12 @@ def make_plan(
         + (f"; GPUs sm_{cuda_arch} on CUDA {cuda_version}" if cuda_arch else ""),
         cpu_model=facts.cpu.model_name,
         left_out=left_out,
+        compile_jobs=compile_jobs(
+            len(facts.cpu.logical_cpus), facts.memory.available_kb, CXX_JOB_MIB
+        ),
+        cuda_compile_jobs=compile_jobs(
+            len(facts.cpu.logical_cpus), facts.memory.available_kb, NVCC_JOB_MIB
+        ),
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")

@@ -268,3 +268,25 @@ def test_unknown_profile(tmp_path):
     facts = gather(LiveSource(str(write_host_tree(tmp_path, GENOA, cores=2))), containers=False)
     with pytest.raises(PlanError, match="unknown profile"):
         make_plan(facts, Config(inference_cores=1), "tpu")
+
+
+@pytest.mark.parametrize(
+    ("cpus", "available_gib", "job_mib", "jobs"),
+    [
+        (32, 64, 4096, 16),  # a 9950X with 64 GiB free: nvcc capped by memory, not cores
+        (32, 128, 1024, 32),  # g++ jobs: one per CPU
+        (2, 1, 4096, 1),  # never fewer than one
+        (16, 0, 1024, 16),  # memory unknown: one per CPU
+    ],
+)
+def test_compile_jobs_fit_in_memory(cpus, available_gib, job_mib, jobs):
+    from llmhost.plan import compile_jobs
+
+    assert compile_jobs(cpus, available_gib * 1024 * 1024, job_mib) == jobs
+
+
+def test_build_plan_caps_nvcc_jobs_by_memory(tmp_path):
+    root = write_host_tree(tmp_path, ZEN5, cores=16, threads_per_core=2, meminfo_kb=64 << 20)
+    plan = make_plan(gather(LiveSource(str(root)), containers=False), Config(inference_cores=2))
+    assert plan.build.compile_jobs == 32
+    assert plan.build.cuda_compile_jobs < plan.build.compile_jobs
