@@ -38,10 +38,18 @@ def plan_ready(ctx: Context) -> Finding:
         detail = (ctx.plan_error or "").replace(f": {ctx.plan_fix}", "")
         return fail(f"no plan: {detail}", ctx.plan_fix)
     plan = ctx.plan
-    return ok(
+    cores = (
         f"{plan.cores.inference_cores} inference cores -> CPUs {plan.cores.inference_cpulist}, "
-        f"housekeeping {plan.cores.housekeeping_cpulist}; {plan.hugepages.pages} x 2 MiB pages"
+        f"housekeeping {plan.cores.housekeeping_cpulist}"
+        if plan.cores.inference_cores
+        else "no CPU isolation"
     )
+    gpus = [
+        f"{s.name} on GPU {','.join(map(str, s.gpus))} ({s.serving})"
+        for s in plan.services
+        if s.gpus
+    ]
+    return ok(f"{cores}; {plan.hugepages.pages} x 2 MiB pages" + "".join(f"; {g}" for g in gpus))
 
 
 def hugepages_reserved(ctx: Context) -> Finding:
