@@ -107,10 +107,11 @@ def preflight(plan: Plan, config: Config, facts: HostFacts, *, allow_no_hugepage
                 f"port {svc.bind_address}:{svc.port} for {svc.name} is taken by another program: "
                 f"free it or set services.{svc.name}.port in llmhost.yaml"
             )
-        if svc.gpu and not c.nvidia_runtime:
+        if svc.gpu and c.nvidia_container_cli_error:
             raise LlmhostError(
-                "the nvidia runtime is not registered with Docker: "
-                "ansible-playbook site.yml --tags nvidia_container_toolkit"
+                f"GPU containers cannot start: nvidia-container-cli info failed "
+                f"({c.nvidia_container_cli_error}): ansible-playbook site.yml --tags "
+                "nvidia_container_toolkit"
             )
     _check_hugepages(plan, facts, ours, allow_no_hugepages)
 

@@ -375,13 +375,14 @@ def _run(
     *,
     entrypoint: list[str] | None = None,
     gpu: bool = False,
+    gpus: tuple[int, ...] = (),
     files: tuple[str, bytes] | None = None,
 ) -> tuple[int, str]:
     """Run a throwaway container and return (exit code, output)."""
     from docker.types import DeviceRequest
 
     host_config = client.create_host_config(
-        device_requests=[DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
+        device_requests=[gpu_device_request(DeviceRequest, gpus)] if gpu else None
     )
     box = client.create_container(
         image, command=command, entrypoint=entrypoint, host_config=host_config, user="0"
@@ -395,6 +396,16 @@ def _run(
     finally:
         client.remove_container(box["Id"], force=True)
     return code, output
+
+
+def gpu_device_request(device_request: Any, gpus: tuple[int, ...]) -> Any:
+    """The one GPU path, as compose's deploy.resources.reservations.devices renders it: the
+    nvidia driver, these GPUs (all when none are named), the gpu capability."""
+    if gpus:
+        return device_request(
+            driver="nvidia", device_ids=[str(i) for i in gpus], capabilities=[["gpu"]]
+        )
+    return device_request(driver="nvidia", count=-1, capabilities=[["gpu"]])
 
 
 def _copy_out(client: Any, image: str, path: str) -> bytes:

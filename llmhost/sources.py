@@ -31,6 +31,9 @@ COMMANDS: dict[str, list[str]] = {
         "--format=csv",
     ],
     "nvidia-ctk-version": ["nvidia-ctk", "--version"],
+    # libnvidia-container: what Docker's GPU device requests run through (patched on its own).
+    "nvidia-container-cli-version": ["nvidia-container-cli", "--version"],
+    "nvidia-container-cli-info": ["nvidia-container-cli", "info", "--csv"],
     "docker-compose-version": ["docker", "compose", "version", "--short"],
 }
 

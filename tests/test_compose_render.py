@@ -61,7 +61,7 @@ def test_compose_from_plan(tmp_path, which):
         assert svc["command"] == list(planned.args)
     for name in ("llama-gpu", "vllm-gpu"):
         gpu = services[name]
-        assert gpu["runtime"] == "nvidia"
+        assert "runtime" not in gpu  # one GPU path: the device request below
         assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert "runtime" not in services["llama-cpu"]
     # The GPU engines stay off the isolated cores and off CPU 0's core.

@@ -84,8 +84,11 @@ def test_current_host_components_pass(tmp_path):
             "patched by the distribution",
         ),
         ("containerd_version", "2.0.6", "security.containerd", "fail", "CVE-2024-25621"),
+        # libnvidia-container is patched on its own: an old one under a current nvidia-ctk fails.
+        ("libnvidia_container_version", "1.17.8", "security.nvidia_toolkit", "fail",
+         "libnvidia-container: "),
     ],
-)
+)  # fmt: skip
 def test_component_floors(tmp_path, field, value, check_id, status, text):
     checks, _ = doctor(tmp_path, engine(**{field: value}))
     assert checks[check_id].status == status
@@ -229,3 +232,37 @@ def test_the_new_checks_are_cheap():
     start = time.perf_counter()
     run_doctor(facts, Config(), "cpu", live=False)
     assert time.perf_counter() - start < 0.1
+
+
+def test_gpu_device_requests_need_libnvidia_container(tmp_path):
+    """The one GPU path (device requests) runs through libnvidia-container: doctor fails when
+    `nvidia-container-cli info` does, and says which library answered when it works."""
+    broken = engine(nvidia_container_cli_error="nvml error: driver not loaded")
+    checks, _ = doctor(tmp_path, broken, profile="gpu")
+    found = checks["docker.nvidia_runtime"]
+    assert found.status == "fail" and "nvidia-container-cli info` failed" in found.detail
+    assert found.remediation == "ansible-playbook site.yml --tags nvidia_container_toolkit"
+    checks, _ = doctor(tmp_path / "ok", engine(libnvidia_container_version="1.18.1"), profile="gpu")
+    assert "libnvidia-container 1.18.1 sees the GPUs" in checks["docker.nvidia_runtime"].detail
+
+
+@pytest.mark.parametrize(
+    ("text", "version"),
+    [("cli-version: 1.18.1\nlib-version: 1.18.0\nbuild date: 2026-10-01\n", "1.18.0"),
+     ("version: 1.17.8\n", "1.17.8"), ("garbage", None)],
+)  # fmt: skip
+def test_libnvidia_container_version(text, version):
+    from llmhost.facts.containers import parse_libnvidia_container_version
+
+    assert parse_libnvidia_container_version(text) == version
+
+
+def test_probe_containers_use_the_compose_gpu_path():
+    from docker.types import DeviceRequest
+
+    from llmhost.image_checks import gpu_device_request
+
+    one = gpu_device_request(DeviceRequest, (1,))
+    assert one["Driver"] == "nvidia" and one["DeviceIDs"] == ["1"]
+    assert one["Capabilities"] == [["gpu"]]
+    assert gpu_device_request(DeviceRequest, ())["Count"] == -1

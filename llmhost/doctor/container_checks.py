@@ -52,13 +52,16 @@ def nvidia_runtime(ctx: Context) -> Finding:
         return skip("cpu profile: no GPU containers")
     if not c.engine_reachable:
         return skip("Docker engine not reachable")
-    ctk = f", nvidia-ctk {c.nvidia_ctk_version}" if c.nvidia_ctk_version else ""
-    if c.nvidia_runtime:
-        return ok(f"nvidia runtime registered (default: {c.default_runtime}){ctk}")
-    return fail(
-        "the nvidia runtime is not registered with Docker",
-        "ansible-playbook site.yml --tags nvidia_container_toolkit",
-    )
+    fix = "ansible-playbook site.yml --tags nvidia_container_toolkit"
+    if c.nvidia_container_cli_error:
+        return fail(
+            "GPU device requests (compose's device reservations, doctor's probes) run through "
+            f"libnvidia-container, and `nvidia-container-cli info` failed: "
+            f"{c.nvidia_container_cli_error}",
+            fix,
+        )
+    lib = c.libnvidia_container_version or "version unknown"
+    return ok(f"libnvidia-container {lib} sees the GPUs (`nvidia-container-cli info`)")
 
 
 @needs_engine

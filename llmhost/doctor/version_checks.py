@@ -61,10 +61,22 @@ def _finding(verdict: Verdict, prefix: str = "") -> Finding:
 
 
 def nvidia_toolkit(ctx: Context) -> Finding:
-    version = ctx.facts.containers.nvidia_ctk_version
-    if not version:
+    """nvidia-ctk and libnvidia-container, which is packaged and patched on its own (the GPU
+    device requests run through it): each against the toolkit's floors."""
+    c = ctx.facts.containers
+    found = []
+    if c.nvidia_ctk_version:
+        found.append(_finding(check("nvidia-container-toolkit", c.nvidia_ctk_version)))
+    if c.libnvidia_container_version:
+        found.append(
+            _finding(
+                check("nvidia-container-toolkit", c.libnvidia_container_version),
+                "libnvidia-container: ",
+            )
+        )
+    if not found:
         return skip("nvidia-ctk not installed")
-    return _finding(check("nvidia-container-toolkit", version))
+    return max(found, key=lambda f: _RANK[f.status])
 
 
 @needs_engine
@@ -96,6 +108,9 @@ def _our_images(ctx: Context) -> list[tuple[str, ImageInfo]]:
         if image is not None:
             found.append((service, image))
     return found
+
+
+_RANK = {Status.OK: 0, Status.SKIP: 0, Status.WARN: 1, Status.FAIL: 2}
 
 
 def _worst(findings: list[Finding]) -> Status:

@@ -45,6 +45,8 @@ class ContainerFacts:
     compose_version: str | None = None
     compose_error: str | None = None
     nvidia_ctk_version: str | None = None
+    libnvidia_container_version: str | None = None  # `nvidia-container-cli --version` lib-version
+    nvidia_container_cli_error: str | None = None  # why `nvidia-container-cli info` failed
     images: tuple[ImageInfo, ...] = ()
     containers: tuple[ContainerInfo, ...] = ()
 
@@ -80,6 +82,14 @@ def parse_compose_version(text: str) -> str | None:
 def parse_ctk_version(text: str) -> str | None:
     """`nvidia-ctk --version` -> "1.17.8" (its first line ends "CLI version 1.17.8")."""
     match = re.search(r"version\s+v?(\d+\.\d+\.\d+(?:[-~][\w.]+)?)", text)
+    return match.group(1) if match else None
+
+
+def parse_libnvidia_container_version(text: str) -> str | None:
+    """`nvidia-container-cli --version` -> "1.17.8" (its "lib-version" line, else "cli-version")."""
+    match = re.search(r"lib-version:\s*v?(\d+\.\d+\.\d+)", text) or re.search(
+        r"version:\s*v?(\d+\.\d+\.\d+)", text
+    )
     return match.group(1) if match else None
 
 
@@ -132,9 +142,11 @@ def parse_containers(data: Any) -> tuple[ContainerInfo, ...]:
 
 def gather_containers(source: Source) -> ContainerFacts:
     # The compose and nvidia-ctk binaries start slowly; run them while the engine answers.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         compose_job = pool.submit(source.command, "docker-compose-version")
         ctk_job = pool.submit(source.command, "nvidia-ctk-version")
+        cli_version_job = pool.submit(source.command, "nvidia-container-cli-version")
+        cli_info_job = pool.submit(source.command, "nvidia-container-cli-info")
         info_out = source.command("docker-info")
         info = _json(info_out.stdout) if info_out.ok else None
         version_out = source.command("docker-version") if info else None
@@ -142,6 +154,7 @@ def gather_containers(source: Source) -> ContainerFacts:
         images = source.command("docker-images") if info else None
         containers = source.command("docker-containers") if info else None
         compose, ctk = compose_job.result(), ctk_job.result()
+        cli_version, cli_info = cli_version_job.result(), cli_info_job.result()
     info = info or {}
     return ContainerFacts(
         engine_reachable=bool(info),
@@ -157,6 +170,10 @@ def gather_containers(source: Source) -> ContainerFacts:
         compose_version=parse_compose_version(compose.stdout) if compose.ok else None,
         compose_error=_compose_error(compose.error),
         nvidia_ctk_version=parse_ctk_version(ctk.stdout) if ctk.ok else None,
+        libnvidia_container_version=(
+            parse_libnvidia_container_version(cli_version.stdout) if cli_version.ok else None
+        ),
+        nvidia_container_cli_error=None if cli_info.ok else cli_info.error,
         images=parse_images(_json(images.stdout)) if images and images.ok else (),
         containers=parse_containers(_json(containers.stdout))
         if containers and containers.ok
