@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,31 @@ def _check_str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> 
         raise _fail(key, f"must be a non-empty string (got {value!r})")
     if choices and value not in choices:
         raise _fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
+    return value
+
+
+API_KEY_MIN = 32
+# Printable ASCII but space, quotes, backslash and comma (llama-server splits its keys on commas;
+# the env file quotes the key in single quotes, so that `$` reaches the server literally).
+_API_KEY_CHARS = re.compile(r"[!#-&(-+\--\[\]-~]+")
+
+
+def _check_api_key(value: Any) -> str:
+    """A key strong enough to stand for a public bind; its value is never echoed."""
+    if not isinstance(value, str):
+        raise _fail("api_key", f"must be a string (got a {type(value).__name__})")
+    if len(value) < API_KEY_MIN:
+        raise _fail(
+            "api_key",
+            f"is too short ({len(value)} characters; at least {API_KEY_MIN}): "
+            "python3 -c 'import secrets; print(secrets.token_urlsafe(32))' makes one",
+        )
+    if not _API_KEY_CHARS.fullmatch(value):
+        raise _fail(
+            "api_key",
+            "may hold printable ASCII only, without spaces, quotes, backslashes or commas "
+            "(llama-server splits keys on commas)",
+        )
     return value
 
 
@@ -240,7 +266,7 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
             raise _fail("bind_address", f"must be an IP address (got {addr!r})") from None
         out["bind_address"] = addr
     if "api_key" in top:
-        out["api_key"] = None if top["api_key"] is None else _check_str("api_key", top["api_key"])
+        out["api_key"] = None if top["api_key"] is None else _check_api_key(top["api_key"])
     if "models_dir" in top:
         out["models_dir"] = _check_str("models_dir", top["models_dir"])
     if "project" in top:

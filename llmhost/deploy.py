@@ -49,14 +49,38 @@ def compose_path(project: str) -> Path:
     return state_dir() / project / "compose.yaml"
 
 
+SECRETS_FILE = "secrets.env"
+
+
 def render_compose(plan: Plan, config: Config) -> str:
     return render(
         "compose.yaml.j2",
         project=config.project,
         models_dir=str(Path(config.models_dir).resolve()),
         services=plan.services,
-        api_key=config.api_key,
+        secrets_file=SECRETS_FILE if config.api_key else None,
     )
+
+
+def secrets_env(plan: Plan, api_key: str) -> str:
+    """The env file every service reads its key from; single quotes keep `$` literal."""
+    names = sorted({s.api_key_env for s in plan.services})
+    return "".join(f"{name}='{api_key}'\n" for name in names)
+
+
+def write_secrets(plan: Plan, config: Config) -> Path | None:
+    """The key in a 0600 file of a 0700 directory, written without ever being world-readable."""
+    path = compose_path(config.project).with_name(SECRETS_FILE)
+    if not config.api_key:
+        path.unlink(missing_ok=True)
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets_env(plan, config.api_key))
+    path.with_suffix(".tmp").replace(path)
+    return path
 
 
 def compose(project: str, *args: str, capture: bool = True, timeout: float = 600) -> str:
@@ -143,6 +167,7 @@ def _check_hugepages(plan: Plan, facts: HostFacts, running: set[str], allow: boo
 def write_compose(plan: Plan, config: Config) -> Path:
     path = compose_path(config.project)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_secrets(plan, config)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(render_compose(plan, config))
     tmp.replace(path)
@@ -238,10 +263,35 @@ def up(
     try:
         compose(config.project, "up", "-d", "--remove-orphans", *names)
         wait_healthy(config.project, names, timeout_s, progress)
+        if config.api_key:
+            for svc in plan.services:
+                refuse_unauthenticated(svc)
+            progress("  API key enforced: a request without it gets 401 from every service")
     except BaseException:
         down(config.project)
         raise
     return path
+
+
+def refuse_unauthenticated(svc: ServicePlan, timeout_s: float = 10) -> None:
+    """A request without the key must get 401: a server that answers anyway is taken down."""
+    import urllib.error
+    import urllib.request
+
+    host = "127.0.0.1" if svc.bind_address in ("0.0.0.0", "::") else svc.bind_address
+    url = f"http://{host}:{svc.port}/v1/models"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            status = response.status
+    except urllib.error.HTTPError as err:
+        status = err.code
+    except OSError as exc:
+        raise LlmhostError(f"{svc.name}: could not check its API key at {url} ({exc})") from None
+    if status != 401:
+        raise LlmhostError(
+            f"{svc.name} answered a request without the API key with {status}, not 401: "
+            "the key is not in effect; the project was taken down"
+        )
 
 
 def down(project: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from dataclasses import replace
@@ -81,13 +82,37 @@ def test_compose_from_plan(tmp_path, which):
         assert services["llama-cpu"]["command"][idx + 1] == "12"
 
 
-def test_public_bind_carries_the_api_key(tmp_path):
-    config = _config(tmp_path, bind_address="0.0.0.0", api_key="s3cret")
+KEY = "${LLMHOST_KEY}-$HOME-" + "k" * 24  # `$` must reach the servers literally
+
+
+def test_public_bind_reads_the_api_key_from_a_private_file(tmp_path, monkeypatch):
+    """The key is never in compose.yaml: a 0600 env file in a 0700 directory, single-quoted so
+    compose substitutes nothing, and `docker compose config` reads it back literally."""
+    from llmhost.deploy import write_compose
+
+    monkeypatch.setenv("LLMHOST_STATE_DIR", str(tmp_path / "state"))
+    config = _config(tmp_path, bind_address="0.0.0.0", api_key=KEY)
     plan = h100_plan(config)
-    services = yaml.safe_load(render_compose(plan, config))["services"]
+    path = write_compose(plan, config)
+    text = path.read_text()
+    assert KEY not in text and "LLMHOST_KEY" not in text
+    services = yaml.safe_load(text)["services"]
     assert services["llama-gpu"]["ports"] == ["0.0.0.0:8004:8080"]
-    assert services["llama-gpu"]["environment"]["LLAMA_API_KEY"] == "s3cret"
-    assert services["vllm-gpu"]["environment"]["VLLM_API_KEY"] == "s3cret"
+    assert services["llama-gpu"]["env_file"] == ["secrets.env"]
+    secrets = path.with_name("secrets.env")
+    assert secrets.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert secrets.read_text() == f"LLAMA_API_KEY='{KEY}'\nVLLM_API_KEY='{KEY}'\n"
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"],
+                                                 capture_output=True).returncode == 0:  # fmt: skip
+        out = subprocess.run(["docker", "compose", "-f", str(path), "config", "--format", "json"],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+        env = json.loads(out)["services"]["vllm-gpu"]["environment"]
+        # Not substituted: `config` prints the literal value with each `$` escaped as `$$`.
+        assert env["VLLM_API_KEY"] == KEY.replace("$", "$$")
+    # Without a key, no file is left behind.
+    write_compose(plan, _config(tmp_path))
+    assert not secrets.exists()
 
 
 @pytest.mark.skipif(shutil.which("docker") is None, reason="docker CLI absent")

@@ -54,9 +54,28 @@ def test_bad_values_name_the_key(data, message):
     assert exc.value.exit_code == 2
 
 
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("s3cret-short-key", "api_key is too short (16 characters; at least 32)"),
+        ("a" * 31 + ",", "without spaces, quotes, backslashes or commas"),
+        ("a" * 31 + "'", "without spaces, quotes, backslashes or commas"),
+        ("a" * 31 + "\n", "without spaces, quotes, backslashes or commas"),
+        (12345, "api_key must be a string"),
+    ],
+)
+def test_weak_keys_are_refused_without_echoing_them(key, message):
+    with pytest.raises(LlmhostError) as exc:
+        parse_config({"bind_address": "0.0.0.0", "api_key": key})
+    assert message in str(exc.value) and exc.value.exit_code == 2
+    if isinstance(key, str):
+        assert key.strip() not in str(exc.value)
+
+
 def test_public_bind_with_key_is_fine():
-    cfg = parse_config({"bind_address": "0.0.0.0", "api_key": "s3cret"})
-    assert cfg.api_key == "s3cret"
+    key = "k" * 32
+    cfg = parse_config({"bind_address": "0.0.0.0", "api_key": key})
+    assert cfg.api_key == key
 
 
 def test_load_file_errors(tmp_path):

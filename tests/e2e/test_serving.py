@@ -221,6 +221,37 @@ def test_bench_agrees_with_server_timings(built: dict[str, str], hugepages_for_p
         assert_agrees_with_server_timings(record, 24)
 
 
+API_KEY = "${LLMHOST_KEY}$HOME-e2e-" + "k" * 24  # `$` must reach llama-server literally
+
+
+def test_deploy_with_an_api_key(built: dict[str, str], workdir: Path, hugepages_for_plan: int):
+    """401 without the key (deploy itself checks it), 200 with it; the key is in no compose
+    file, no container label or environment listing Docker keeps in the file, and no log."""
+    import urllib.error
+    import urllib.request
+
+    env = _with_model(built, workdir, "tiny.gguf", f"api_key: '{API_KEY}'\n")
+    deploy = llmhost("deploy", "--profile", "cpu", "--no-bench", "--timeout", "300", env=env)
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert "a request without it gets 401" in deploy.stdout
+    url = f"http://127.0.0.1:{PORT}/v1/models"
+    with pytest.raises(urllib.error.HTTPError) as denied:
+        urllib.request.urlopen(url, timeout=10)
+    assert denied.value.code == 401
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {API_KEY}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    compose_file = Path(env["LLMHOST_STATE_DIR"]) / PROJECT / "compose.yaml"
+    assert API_KEY not in compose_file.read_text()
+    (box,) = containers()
+    labels = subprocess.run(["docker", "inspect", "-f", "{{json .Config.Labels}}", box],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert API_KEY not in labels and "LLMHOST_KEY" not in labels
+    logs = llmhost("logs", "llama-cpu", "--tail", "500", env=env, check=True)
+    assert API_KEY not in logs.stdout + logs.stderr
+    llmhost("down", env=env, check=True)
+
+
 def _with_model(env: dict[str, str], workdir: Path, model: str, extra: str = "") -> dict[str, str]:
     text = Path(env["LLMHOST_CONFIG"]).read_text().replace("model: tiny.gguf", f"model: {model}")
     path = workdir / f"llmhost-{model.replace('/', '_')}.yaml"
