@@ -70,8 +70,8 @@ class BenchConfig:
 
 @dataclass(frozen=True)
 class Config:
-    profile: str = "cpu"
-    inference_cores: int = 12
+    profile: str | None = None  # None: gpu where an NVIDIA GPU is usable, else cpu
+    inference_cores: int | None = None  # None: all cores but a quarter (CPU 0's among them)
     bind_address: str = "127.0.0.1"
     api_key: str | None = None
     models_dir: str = "/srv/llmhost/models"

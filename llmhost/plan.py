@@ -241,6 +241,18 @@ def choose_cores(cpu: CpuFacts, count: int) -> CorePlan:
     )
 
 
+def default_inference_cores(cpu: CpuFacts) -> int:
+    """All physical cores but a quarter (at least one: CPU 0's) kept for the OS, IRQs and Docker:
+    12 of a Ryzen 9 9950X's 16, 1 of 2, 24 of 32."""
+    cores = cpu.physical_cores
+    return max(1, cores - max(1, math.ceil(cores / 4)))
+
+
+def default_profile(facts: HostFacts) -> str:
+    """The profile the hardware suggests: the GPU services where an NVIDIA GPU is usable."""
+    return "gpu" if facts.gpu.present else "cpu"
+
+
 def kernel_params(cores: CorePlan, hugepages: HugepagePlan, boot_hugepages: bool) -> dict[str, str]:
     """The boot parameters (tuned's cpu-partitioning set) llmhost's GRUB drop-in carries."""
     isolated = cores.inference_cpulist
@@ -735,15 +747,23 @@ def make_plan(
     services' model facts (default: read from models_dir; {} plans without models). `evidence`
     decides AMX and adds per-knob recommendations (default: the shipped evidence, no
     recommendations)."""
-    profile = profile or config.profile
+    notes: list[str] = []
+    if not (profile or config.profile):
+        notes.append(
+            f"profile {default_profile(facts)}: "
+            + ("an NVIDIA GPU is usable" if facts.gpu.present else "no usable NVIDIA GPU")
+            + " (set profile in llmhost.yaml, or --profile, to choose)"
+        )
+    profile = profile or config.profile or default_profile(facts)
     if profile not in ("cpu", "gpu", "all"):
         raise PlanError(f"unknown profile {profile!r}: use cpu, gpu or all", exit_code=2)
-    notes: list[str] = []
-    cores = (
-        gpu_profile_cores(facts.cpu)
-        if profile == "gpu"
-        else choose_cores(facts.cpu, config.inference_cores)
-    )
+    count = config.inference_cores or default_inference_cores(facts.cpu)
+    if profile != "gpu" and config.inference_cores is None:
+        notes.append(
+            f"{count} of {facts.cpu.physical_cores} cores for inference: a quarter stays for "
+            "the OS, IRQs and Docker (set inference_cores to choose)"
+        )
+    cores = gpu_profile_cores(facts.cpu) if profile == "gpu" else choose_cores(facts.cpu, count)
     models = read_models(config, profile) if headers is None else headers
     hugepages = plan_hugepages(config, models, facts.memory.total_kb, profile)
     left_out = isa_left_out(facts, evidence or load_evidence())

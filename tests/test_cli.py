@@ -109,7 +109,7 @@ def test_plan_text_says_why(config):
 
 def test_plan_shows_the_evidence_for_this_kind_of_host(tmp_path):
     cfg = tmp_path / "llmhost.yaml"
-    cfg.write_text("inference_cores: 8\nhugepages: {gib: 1}\n")
+    cfg.write_text("profile: cpu\ninference_cores: 8\nhugepages: {gib: 1}\n")
     text = run("--config", str(cfg), "plan", "--from", str(H100_SNAPSHOT)).output
     assert "  evidence         " in text
     assert "CPU pinning + hugetlb weights (llama-cpu): recommended: " in text
@@ -134,9 +134,21 @@ def test_doctor_reports_tuning_evidence(config):
     assert "Zen 4" in check["detail"]
 
 
-def test_plan_too_many_cores():
-    result = run("plan", "--from", str(ZEN4_SNAPSHOT))
+def test_plan_too_many_cores(tmp_path):
+    cfg = tmp_path / "llmhost.yaml"
+    cfg.write_text("inference_cores: 12\n")
+    result = run("--config", str(cfg), "plan", "--from", str(ZEN4_SNAPSHOT))
     assert_one_clear_line(result, 1, "set inference_cores: 1")
+
+
+def test_first_plan_on_a_small_host_needs_no_config():
+    """No configuration: the cores and the profile follow the hardware, and plan says so."""
+    result = run("plan", "--from", str(ZEN4_SNAPSHOT))
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 cores for inference: a quarter stays" in result.output
+    assert "profile cpu: no usable NVIDIA GPU" in result.output
+    gpu = run("plan", "--from", str(H100_SNAPSHOT))
+    assert gpu.exit_code == 0 and "profile gpu: an NVIDIA GPU is usable" in gpu.output
 
 
 def test_missing_snapshot(tmp_path):

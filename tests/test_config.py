@@ -6,7 +6,8 @@ from llmhost.errors import LlmhostError
 
 def test_defaults():
     cfg = parse_config(None)
-    assert cfg.inference_cores == 12 and cfg.profile == "cpu"
+    # None: the plan sizes them to the host (tests/test_plan.py::test_default_inference_cores).
+    assert cfg.inference_cores is None and cfg.profile is None
     assert {n: s.port for n, s in cfg.services.items()} == {
         "llama-cpu": 8001,
         "llama-gpu": 8004,

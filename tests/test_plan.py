@@ -290,3 +290,12 @@ def test_build_plan_caps_nvcc_jobs_by_memory(tmp_path):
     plan = make_plan(gather(LiveSource(str(root)), containers=False), Config(inference_cores=2))
     assert plan.build.compile_jobs == 32
     assert plan.build.cuda_compile_jobs < plan.build.compile_jobs
+
+
+@pytest.mark.parametrize(("physical", "inference"), [(2, 1), (4, 3), (8, 6), (16, 12), (32, 24)])
+def test_default_inference_cores(tmp_path, physical, inference):
+    """12 on a Ryzen 9 9950X's 16 cores, as the design asks; a quarter kept elsewhere."""
+    from llmhost.plan import default_inference_cores
+
+    cpu = cpu_facts(tmp_path, ZEN5, cores=physical, threads_per_core=2)
+    assert default_inference_cores(cpu) == inference

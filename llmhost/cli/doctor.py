@@ -19,9 +19,11 @@ def command(app: App, profile: str | None, as_json: bool, snapshot: str | None) 
 
     Exit status: 0 all ok (warnings allowed), 1 any failure, 2 usage error.
     """
+    from llmhost.plan import default_profile
+
     config = app.config()
-    profile = profile or config.profile
     facts = app.facts(snapshot)
+    profile = profile or config.profile or default_profile(facts)
     report = run_doctor(facts, config, profile, live=snapshot is None)
     if as_json:
         echo_json(
