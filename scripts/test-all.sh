@@ -31,7 +31,8 @@ fi
 
 export LLMHOST_E2E="${LLMHOST_E2E:-1}"   # e2e tests fail (not skip) when infrastructure is missing
 export LLMHOST_ANSIBLE="${LLMHOST_ANSIBLE:-1}"   # site.yml provisions this (disposable) host for real
-# Three qemu guests provisioned by site.yml through a reboot (~35 min); LLMHOST_FLEET=0 skips them.
+# Two qemu guests provisioned by site.yml through a reboot (the slowest part); LLMHOST_FLEET=full
+# boots a third (a second guest of one group), LLMHOST_FLEET=0 skips them.
 export LLMHOST_FLEET="${LLMHOST_FLEET:-1}"
 python3 -m ruff check llmhost tests benchmarks scripts
-exec python3 -m pytest -v -rs "$@"
+exec python3 -m pytest -v -rs --durations=30 "$@"

@@ -1,24 +1,29 @@
-"""site.yml provisions three real VMs from one inventory, in parallel, through a reboot.
+"""site.yml provisions real VMs from one inventory, in parallel, through a reboot.
 
 The guests boot through GRUB (see guests.py), so isolcpus / nohz_full / boot-time hugepages are
 proven where they take effect: on the running kernel after the roles' reboot contract.
 Order matters (file order, shared guests): check mode on fresh guests -> a first run that loses
 a guest midway -> the rerun with it back converges through the reboot -> a second run changes
 nothing -> --limit with a hand-edited drop-in. A JSON report (per guest: kernel command line,
-isolated CPUs, nohz_full and hugepages before and after; each run's recap) is written to
-$LLMHOST_FLEET_REPORT, default <pytest tmp>/fleet-report.json.
+isolated CPUs, nohz_full and hugepages before and after; each run's recap, seconds and slowest
+tasks) is written to $LLMHOST_FLEET_REPORT, default <pytest tmp>/fleet-report.json; each run's
+output, every line with its second, to <pytest tmp>/fleet-<run>.log.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.ansible.support import Run, ansible_playbook
+from tests.fleet.conftest import BOOT_SECONDS, FULL
 from tests.fleet.guests import Guest
 
 pytestmark = [pytest.mark.fleet]
@@ -27,9 +32,11 @@ pytestmark = [pytest.mark.fleet]
 SKIP_TAGS = "docker,nvidia_container_toolkit,images,services,validation"
 GRUB_DROPIN = "/etc/default/grub.d/99-llmhost.cfg"
 VICTIM = "guest-c"
+# --limit runs on EDITED after a hand edit of its drop-in; UNTOUCHED must not change meanwhile.
+EDITED, UNTOUCHED = ("guest-b", "guest-a") if FULL else ("guest-a", "guest-c")
 # The victim loses power when this task starts: llmhost installed, nothing tuned yet.
 POWER_OFF_AT = "TASK [hugepages : Require the llmhost_facts role to have run]"
-REPORT: dict[str, Any] = {"guests": {}, "runs": {}}
+REPORT: dict[str, Any] = {"mode": "full" if FULL else "ci", "guests": {}, "runs": {}}
 # Every path the host roles write, fingerprinted inside a guest (run there with python3).
 FINGERPRINT = r"""
 import hashlib, json, os
@@ -50,15 +57,39 @@ print(json.dumps(out))
 """
 
 
-def _playbook(inventory: Path, *args: str, **kwargs: Any) -> Run:
-    run = ansible_playbook("site.yml", "-i", str(inventory), "--skip-tags", SKIP_TAGS, *args,
-                           timeout=2400, **kwargs)  # fmt: skip
+def _playbook(inventory: Path, name: str, *args: str,
+              on_line: Callable[[str], None] | None = None, **kwargs: Any) -> Run:
+    """site.yml, host roles only, recorded in the report under `name`.
+    Facts are gathered once per run (smart), not once per play of site.yml."""
+    log = inventory.parent / f"fleet-{name}.log"
+    start = time.monotonic()
+    with log.open("w") as out:
+
+        def line(text: str) -> None:
+            out.write(f"{time.monotonic() - start:8.1f} {text}")
+            out.flush()
+            if on_line is not None:
+                on_line(text)
+
+        run = ansible_playbook("site.yml", "-i", str(inventory), "--skip-tags", SKIP_TAGS, *args,
+                               env={"ANSIBLE_GATHERING": "smart"}, timeout=2400, on_line=line,
+                               **kwargs)  # fmt: skip
+    recap = run.recaps if "PLAY RECAP" in run.output else None
+    REPORT["runs"][name] = {"rc": run.rc, "seconds": round(run.seconds, 1), "recap": recap,
+                            "slowest_tasks": task_seconds(log)[:5]}  # fmt: skip
     return run
 
 
-def _record(name: str, run: Run) -> None:
-    recap = run.recaps if "PLAY RECAP" in run.output else None
-    REPORT["runs"][name] = {"rc": run.rc, "seconds": round(run.seconds, 1), "recap": recap}
+def task_seconds(log: Path) -> list[tuple[str, float]]:
+    """(task, seconds from its header to the next one), slowest first, from a timestamped log."""
+    spans, task, began = [], None, 0.0
+    for entry in log.read_text().splitlines():
+        second, _, text = entry.strip().partition(" ")
+        if text.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [", "PLAY RECAP")):
+            if task is not None:
+                spans.append((task, round(float(second) - began, 1)))
+            task, began = text.rstrip("* "), float(second)
+    return sorted(spans, key=lambda span: -span[1])
 
 
 def fingerprint(guest: Guest) -> dict[str, str]:
@@ -88,6 +119,7 @@ def _write_report(tmp_path_factory: pytest.TempPathFactory):
     yield
     default = tmp_path_factory.getbasetemp() / "fleet-report.json"
     path = Path(os.environ.get("LLMHOST_FLEET_REPORT") or default)
+    REPORT["boot_seconds"] = {name: round(s, 1) for name, s in BOOT_SECONDS.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(REPORT, indent=2) + "\n")
     print(f"fleet report: {path}")
@@ -97,8 +129,7 @@ def test_check_mode_on_fresh_guests_changes_nothing(guests: dict[str, Guest], in
     before = {name: fingerprint(g) for name, g in guests.items()}
     for name, guest in guests.items():
         REPORT["guests"][name] = {"vcpus": guest.cpus, "before": observe(guest)}
-    run = _playbook(inventory, "--check", "--diff")
-    _record("check_fresh", run)
+    run = _playbook(inventory, "check_fresh", "--check", "--diff")
     assert run.rc == 0, run.tail()
     assert set(run.recaps) == set(guests), run.tail()
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recaps.values())
@@ -112,23 +143,31 @@ def test_check_mode_on_fresh_guests_changes_nothing(guests: dict[str, Guest], in
 def test_first_run_reports_a_guest_powered_off_midway(guests: dict[str, Guest], inventory: Path):
     victim = guests[VICTIM]
     cut: list[str] = []
+    back: list[str] = []
 
     def pull_the_plug(line: str) -> None:
         # After llmhost is installed everywhere, as the host roles start changing things.
         if not cut and line.startswith(POWER_OFF_AT):
             victim.power_off()
             cut.append(line.strip())
+        # Once the run has given the victim up it never contacts it again (asserted below), so
+        # it boots for the rerun while the others finish this run.
+        elif cut and not back and line.startswith(f"fatal: [{VICTIM}]"):
+            victim.start()
+            back.append(line)
 
     # Stage first, reboot later (a maintenance window): the inventory says reboot_ok.
-    run = _playbook(inventory, extra_vars={"cpu_isolation_reboot_ok": False},
+    run = _playbook(inventory, "first_guest_lost", extra_vars={"cpu_isolation_reboot_ok": False},
                     on_line=pull_the_plug)  # fmt: skip
-    _record("first_guest_lost", run)
     REPORT["runs"]["first_guest_lost"]["powered_off_at"] = cut[0] if cut else None
     assert cut, run.tail()
     recaps = run.recaps
     assert run.rc != 0, "a lost host must fail the run"
     assert recaps[VICTIM]["unreachable"] + recaps[VICTIM]["failed"] >= 1, run.tail()
     assert f"[{VICTIM}]: UNREACHABLE!" in run.output or f"fatal: [{VICTIM}]" in run.output
+    assert back, run.tail()
+    given_up = run.output[run.output.index(back[0]) + len(back[0]):run.output.rindex("PLAY RECAP")]
+    assert VICTIM not in _hosts_reported(given_up), "the run went back to the lost guest"
     for name in set(guests) - {VICTIM}:
         assert recaps[name]["failed"] == 0 and recaps[name]["unreachable"] == 0, run.tail()
         found = check(doctor(guests[name]), "kernel.cpu_isolation")
@@ -145,8 +184,7 @@ def test_rerun_with_the_guest_back_converges_through_reboot(
     victim = guests[VICTIM]
     victim.start()
     victim.wait_ssh()
-    run = _playbook(inventory)
-    _record("converge_reboot", run)
+    run = _playbook(inventory, "converge_reboot")
     assert run.rc == 0, run.tail()
     assert set(run.recaps) == set(guests)
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in run.recaps.values())
@@ -169,8 +207,7 @@ def test_rerun_with_the_guest_back_converges_through_reboot(
 
 
 def test_second_run_changes_nothing(guests: dict[str, Guest], inventory: Path):
-    run = _playbook(inventory)
-    _record("second", run)
+    run = _playbook(inventory, "second")
     assert run.rc == 0, run.tail()
     assert {name: r["changed"] for name, r in run.recaps.items()} == dict.fromkeys(guests, 0), (
         run.changed_tasks()
@@ -178,14 +215,13 @@ def test_second_run_changes_nothing(guests: dict[str, Guest], inventory: Path):
 
 
 def test_limit_and_a_hand_edited_dropin(guests: dict[str, Guest], inventory: Path):
-    edited_host, other = guests["guest-b"], guests["guest-a"]
+    edited_host, other = guests[EDITED], guests[UNTOUCHED]
     edited_host.ssh(f"sudo sed -i 's/^LLMHOST_CMDLINE=\"/LLMHOST_CMDLINE=\"mitigations=off /' "
                     f"{GRUB_DROPIN}")  # fmt: skip
     edited = edited_host.ssh(f"cat {GRUB_DROPIN}")
     assert "mitigations=off" in edited
     untouched = fingerprint(other)
-    run = _playbook(inventory, "--limit", edited_host.name)
-    _record("limit_hand_edited", run)
+    run = _playbook(inventory, "limit_hand_edited", "--limit", edited_host.name)
     assert run.rc == 0, run.tail()
     assert set(run.recaps) == {edited_host.name}, run.recaps
     assert run.recaps[edited_host.name]["changed"] == 0, run.changed_tasks()
@@ -200,6 +236,17 @@ def _cpus(text: str) -> set[int]:
         lo, _, hi = part.partition("-")
         cpus.update(range(int(lo), int(hi or lo) + 1))
     return cpus
+
+
+def _hosts_reported(output: str) -> set[str]:
+    """Hosts with a task result (`ok: [host]`, `fatal: [host]`, ...) or an include in `output`."""
+    hosts = set()
+    for line in output.splitlines():
+        if re.match(r"^[a-z]+: \[", line):
+            hosts.add(line.split("[", 1)[1].split("]", 1)[0].split(" -> ")[0])
+        elif line.startswith("included: "):
+            hosts.update(h.strip() for h in line.rsplit(" for ", 1)[-1].split(","))
+    return hosts
 
 
 def _changed_hosts(run: Run, task: str) -> set[str]:
