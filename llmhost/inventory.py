@@ -8,6 +8,7 @@ from typing import Any
 from llmhost.facts import to_jsonable
 from llmhost.host_files import host_files
 from llmhost.plan import Plan
+from llmhost.untrusted import check_hostname
 
 
 def host_vars(plan: Plan) -> dict[str, Any]:
@@ -28,7 +29,8 @@ def write_host_vars(plan: Plan, dest: Path) -> Path:
     import yaml
 
     if dest.is_dir() or not dest.suffix:
-        dest = dest / f"{plan.hostname}.yml"
+        # The hostname may come from a snapshot: a plain hostname cannot name another directory.
+        dest = dest / f"{check_hostname(plan.hostname, 'the plan hostname')}.yml"
     dest.parent.mkdir(parents=True, exist_ok=True)
     text = "# Written by `llmhost plan --write-inventory`; re-run it rather than editing.\n"
     text += yaml.safe_dump(host_vars(plan), sort_keys=False, default_flow_style=False)

@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from llmhost.errors import LlmhostError
-
-SNAPSHOT_FORMAT = 1
-MANIFEST = "llmhost-snapshot.json"
+from llmhost.snapshot_format import MANIFEST, SNAPSHOT_FORMAT, check_manifest, read_snapshot
+from llmhost.untrusted import HOSTNAME_FILE
 
 # Commands whose output is a raw input. Snapshots store the output under commands/<key>.
 COMMANDS: dict[str, list[str]] = {
@@ -49,6 +48,19 @@ DOCKER_CALLS = (
 # to find its processes, never its environment (LLAMA_API_KEY lives there) beyond these keys.
 INSPECT_ENV_KEYS = ("GLIBC_TUNABLES", "LLAMA_ARG_LOAD_MODE", "LLAMA_ARG_MLOCK")
 INSPECT_LABELS = ("com.docker.compose.project", "com.docker.compose.service", "io.llmhost.service")
+KNOWN_COMMANDS = frozenset(COMMANDS) | frozenset(DOCKER_CALLS)
+OUR_LABELS = "io.llmhost."
+# The `docker info` keys container facts read; the rest (the engine's name, which is the
+# hostname, its proxies, registries and paths) is never recorded.
+DOCKER_INFO_KEYS = (
+    "ServerVersion",
+    "Runtimes",
+    "DefaultRuntime",
+    "CgroupDriver",
+    "CgroupVersion",
+    "FirewallBackend",  # firewalld-scoped advisories (floors.toml, docker-engine)
+)
+REDACTED_HOSTNAME = "redacted-host"
 
 
 @dataclass(frozen=True)
@@ -100,13 +112,14 @@ def _docker_call(key: str) -> CommandOutput:
     try:
         client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=5)
         if key == "docker-info":
-            data: Any = client.info()
+            data: Any = {k: v for k, v in client.info().items() if k in DOCKER_INFO_KEYS}
         elif key == "docker-version":
             data = client.version()
         elif key == "docker-images":
             data = client.images(filters={"label": "io.llmhost.profile"})
         elif key == "docker-containers":
-            data = client.containers(all=True, filters={"label": "com.docker.compose.project"})
+            ours = client.containers(all=True, filters={"label": "io.llmhost.service"})
+            data = [_container_summary(c) for c in ours]
         elif key == "docker-inspect-llmhost":
             ours = client.containers(filters={"label": "io.llmhost.service", "status": "running"})
             data = [_inspect_summary(client.inspect_container(c["Id"])) for c in ours]
@@ -118,6 +131,17 @@ def _docker_call(key: str) -> CommandOutput:
     except OSError as exc:
         return CommandOutput(error=_docker_error_sentence(exc))
     return CommandOutput(stdout=json.dumps(data, sort_keys=True))
+
+
+def _container_summary(data: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a `docker ps` entry that container facts read; compose's host paths dropped."""
+    labels = data.get("Labels") or {}
+    return {
+        **{k: data.get(k) for k in ("Names", "Image", "State", "Status")},
+        "Labels": {
+            k: v for k, v in labels.items() if k in INSPECT_LABELS or k.startswith(OUR_LABELS)
+        },
+    }
 
 
 def _inspect_summary(data: dict[str, Any]) -> dict[str, Any]:
@@ -204,6 +228,7 @@ class RecordingSource:
         self.files: dict[str, str] = {}
         self.listings: dict[str, list[str] | None] = {}
         self.commands: dict[str, CommandOutput] = {}
+        self.redacted_hostname: str | None = None
 
     def read_text(self, path: str) -> str | None:
         text = self.inner.read_text(path)
@@ -225,8 +250,14 @@ class RecordingSource:
         # Snapshots carry nvidia-smi output instead of NVML state.
         return None
 
+    def redact_hostname(self, replacement: str = REDACTED_HOSTNAME) -> None:
+        """Record `replacement` instead of this host's name, in the files and the manifest."""
+        self.files[HOSTNAME_FILE] = replacement + "\n"
+        self.redacted_hostname = replacement
+
     def write(self, dest: Path, meta: dict[str, Any]) -> Path:
-        """Write everything read so far as a gzip tarball with files at their real paths."""
+        """Write everything read so far as a gzip tarball (mode 0600: it describes this host),
+        files at their real paths; the manifest is checked as a reader will check it."""
         manifest = {
             "format": SNAPSHOT_FORMAT,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -234,14 +265,26 @@ class RecordingSource:
             "commands": {k: {"error": v.error} for k, v in self.commands.items()},
             **meta,
         }
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if self.redacted_hostname is not None:
+            manifest |= {"hostname": self.redacted_hostname, "redacted": ["hostname"]}
+        check_manifest(manifest, f"snapshot {dest}", KNOWN_COMMANDS)
         tmp = dest.with_name(dest.name + ".part")
-        with tarfile.open(tmp, "w:gz") as tar:
-            _add(tar, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
-            for path, text in sorted(self.files.items()):
-                _add(tar, path.lstrip("/"), text)
-            for key, out in sorted(self.commands.items()):
-                _add(tar, f"commands/{key}", out.stdout)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise LlmhostError(f"cannot write snapshot {dest}: {exc.strerror}") from None
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as raw, tarfile.open(fileobj=raw, mode="w:gz") as tar:
+                _add(tar, MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
+                for path, text in sorted(self.files.items()):
+                    _add(tar, path.lstrip("/"), text)
+                for key, out in sorted(self.commands.items()):
+                    _add(tar, f"commands/{key}", out.stdout)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         tmp.replace(dest)
         return dest
 
@@ -262,22 +305,7 @@ class SnapshotSource:
         self.name = f"snapshot:{self.path.name}"
         if not self.path.is_file():
             raise LlmhostError(f"snapshot {self.path} does not exist")
-        try:
-            with tarfile.open(self.path, "r:*") as tar:
-                members = {
-                    m.name: tar.extractfile(m).read().decode(errors="replace")  # type: ignore[union-attr]
-                    for m in tar.getmembers()
-                    if m.isfile()
-                }
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise LlmhostError(f"snapshot {self.path} is not a readable tar.gz ({exc})") from None
-        if MANIFEST not in members:
-            raise LlmhostError(f"snapshot {self.path} has no {MANIFEST}: not an llmhost snapshot")
-        try:
-            self.manifest: dict[str, Any] = json.loads(members.pop(MANIFEST))
-        except json.JSONDecodeError as exc:
-            raise LlmhostError(f"snapshot {self.path} has a corrupt manifest ({exc})") from None
-        self._files = members
+        self.manifest, self._files = read_snapshot(self.path, KNOWN_COMMANDS)
 
     def read_text(self, path: str) -> str | None:
         return self._files.get(path.lstrip("/"))

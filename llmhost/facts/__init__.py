@@ -15,6 +15,7 @@ from llmhost.facts.kernel import KernelFacts, gather_kernel
 from llmhost.facts.memory import MemoryFacts, gather_memory
 from llmhost.facts.processes import ProcessFacts, gather_processes
 from llmhost.sources import Source
+from llmhost.untrusted import HOSTNAME_FILE, check_hostname
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,12 @@ def to_jsonable(value: Any) -> Any:
 
 
 def gather(source: Source, *, containers: bool = True) -> HostFacts:
-    """Read every domain through `source`."""
-    hostname = (source.read_text("/proc/sys/kernel/hostname") or platform.node()).strip()
+    """Read every domain through `source`; a hostname that is not one is refused here, before it
+    can become a file name (host_vars) or reach a template."""
+    hostname = check_hostname(
+        (source.read_text(HOSTNAME_FILE) or platform.node()).strip(),
+        f"{source.name} {HOSTNAME_FILE}",
+    )
     processes = gather_processes(source) if containers else ProcessFacts(error="not inspected")
     gpu = attribute_processes(
         gather_gpu(source), {p.pid: p.service for p in processes.services if p.pid}, source

@@ -100,24 +100,27 @@ def isa_flags(flags_line: str) -> tuple[str, ...]:
 
 
 def _online_cpus(source: Source, cpuinfo_text: str) -> tuple[int, ...]:
-    online = parse_cpulist(source.read_text(f"{CPU_ROOT}/online"))
+    online = parse_cpulist(source.read_text(f"{CPU_ROOT}/online"), f"{CPU_ROOT}/online")
     if online:
         return online
-    return tuple(
-        int(line.split(":")[1])
+    numbers = [
+        line.partition(":")[2].strip()
         for line in cpuinfo_text.splitlines()
         if line.startswith("processor")
-    )
+    ]
+    return parse_cpulist(",".join(numbers), "/proc/cpuinfo processor lines")
 
 
 def _sibling_sets(source: Source, cpus: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
     sets: dict[tuple[int, ...], None] = {}
     for cpu in cpus:
         base = f"{CPU_ROOT}/cpu{cpu}/topology"
-        text = source.read_text(f"{base}/core_cpus_list") or source.read_text(
-            f"{base}/thread_siblings_list"
-        )
-        siblings = tuple(c for c in parse_cpulist(text) if c in cpus) or (cpu,)
+        path = f"{base}/core_cpus_list"
+        text = source.read_text(path)
+        if not text:
+            path = f"{base}/thread_siblings_list"
+            text = source.read_text(path)
+        siblings = tuple(c for c in parse_cpulist(text, path) if c in cpus) or (cpu,)
         sets[siblings] = None
     return tuple(sorted(sets, key=lambda s: s[0]))
 
@@ -132,7 +135,8 @@ def _l3_domains(source: Source, cpus: tuple[int, ...]) -> tuple[L3Domain, ...]:
             base = f"{cache_dir}/{index}"
             if (source.read_text(f"{base}/level") or "").strip() != "3":
                 continue
-            shared = tuple(c for c in parse_cpulist(source.read_text(f"{base}/shared_cpu_list")))
+            shared_path = f"{base}/shared_cpu_list"
+            shared = parse_cpulist(source.read_text(shared_path), shared_path)
             shared = tuple(c for c in shared if c in cpus) or (cpu,)
             if shared in domains:
                 continue
@@ -150,9 +154,8 @@ def _numa_nodes(source: Source, cpus: tuple[int, ...]) -> dict[int, tuple[int, .
     nodes: dict[int, tuple[int, ...]] = {}
     for name in source.list_dir("/sys/devices/system/node") or []:
         if name.startswith("node") and name[4:].isdigit():
-            nodes[int(name[4:])] = parse_cpulist(
-                source.read_text(f"/sys/devices/system/node/{name}/cpulist")
-            )
+            path = f"/sys/devices/system/node/{name}/cpulist"
+            nodes[int(name[4:])] = parse_cpulist(source.read_text(path), path)
     return nodes or {0: cpus}
 
 

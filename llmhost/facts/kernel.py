@@ -69,6 +69,10 @@ def _governors(source: Source) -> dict[str, tuple[int, ...]]:
     return {g: tuple(sorted(c)) for g, c in sorted(by_governor.items())}
 
 
+def _cpus(source: Source, path: str) -> tuple[int, ...]:
+    return parse_cpulist(source.read_text(path), path)
+
+
 def gather_kernel(source: Source) -> KernelFacts:
     cmdline = (source.read_text("/proc/cmdline") or "").strip()
     params = parse_cmdline(cmdline)
@@ -76,8 +80,8 @@ def gather_kernel(source: Source) -> KernelFacts:
         release=(source.read_text("/proc/sys/kernel/osrelease") or "unknown").strip(),
         cmdline=cmdline,
         params=tracked(params),
-        isolated_cpus=parse_cpulist(source.read_text("/sys/devices/system/cpu/isolated")),
-        nohz_full_cpus=parse_cpulist(source.read_text("/sys/devices/system/cpu/nohz_full")),
+        isolated_cpus=_cpus(source, "/sys/devices/system/cpu/isolated"),
+        nohz_full_cpus=_cpus(source, "/sys/devices/system/cpu/nohz_full"),
         governors=_governors(source),
         grub_dropin_params=parse_grub_dropin(source.read_text(GRUB_DROPIN)),
         reboot_required_flag=source.read_text("/var/run/reboot-required") is not None,

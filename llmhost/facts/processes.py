@@ -214,7 +214,8 @@ def _threads(source: Source, pid: int) -> tuple[ThreadInfo, ...]:
     for name in source.list_dir(f"/proc/{pid}/task") or []:
         if not name.isdigit():
             continue
-        status = source.read_text(f"/proc/{pid}/task/{name}/status")
+        status_path = f"/proc/{pid}/task/{name}/status"
+        status = source.read_text(status_path)
         stat = source.read_text(f"/proc/{pid}/task/{name}/stat")
         if status is None or stat is None:
             continue  # the thread exited between the listing and the read
@@ -224,7 +225,7 @@ def _threads(source: Source, pid: int) -> tuple[ThreadInfo, ...]:
             ThreadInfo(
                 tid=int(name),
                 name=fields.get("Name", ""),
-                cpus_allowed=parse_cpulist(fields.get("Cpus_allowed_list")),
+                cpus_allowed=parse_cpulist(fields.get("Cpus_allowed_list"), status_path),
                 last_cpu=last_cpu,
                 cpu_ticks=ticks,
             )
@@ -243,7 +244,9 @@ def _service_process(source: Source, box: dict) -> ServiceProcess:
         project=labels.get("com.docker.compose.project", ""),
         container=str(box.get("Name") or box.get("Id") or "?").lstrip("/"),
         pid=pid,
-        cpuset=parse_cpulist((box.get("HostConfig") or {}).get("CpusetCpus")),
+        cpuset=parse_cpulist(
+            (box.get("HostConfig") or {}).get("CpusetCpus"), f"{INSPECT_KEY} HostConfig.CpusetCpus"
+        ),
         health=health.get("Status"),
         health_exit_codes=tuple(int(h.get("ExitCode") or 0) for h in health.get("Log") or []),
         env=dict(e.split("=", 1) for e in config.get("Env") or [] if "=" in e),
