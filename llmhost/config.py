@@ -14,6 +14,7 @@ from typing import Any
 
 from llmhost.errors import LlmhostError
 from llmhost.services import LLAMA_CPP, REGISTRY, SERVING_MODES, VLLM
+from llmhost.versions import tag_kind
 
 PROFILES = ("cpu", "gpu", "all")
 SERVICE_PROFILES = {s.name: s.device for s in REGISTRY.values()}
@@ -165,6 +166,10 @@ PATTERNS: dict[str, tuple[re.Pattern[str], str]] = {
 }
 
 
+# Keys naming a release: a moving tag or a commit is said to be one (no floor can judge it).
+VERSION_KEYS = ("images.vllm_version", "images.llama_ref", "images.cuda_version")
+
+
 def check_value(key: str, value: Any, kind: str | None = None) -> str:
     """A value for `key` (or of shape `kind`, a PATTERNS key), refused in one line otherwise."""
     return _check_pattern(key, value, kind)
@@ -175,7 +180,8 @@ def _check_pattern(key: str, value: Any, kind: str | None = None) -> str:
     text = _check_str(key, value)
     if not pattern.fullmatch(text):
         shown = "".join(c if c.isprintable() else "?" for c in text)[:80]
-        raise _fail(key, f"must be {shape} (got {shown!r})")
+        tag = tag_kind(text) if (kind or key) in VERSION_KEYS else None
+        raise _fail(key, f"must be {shape}{f', not {tag}' if tag else ''} (got {shown!r})")
     return text
 
 

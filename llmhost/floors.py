@@ -1,8 +1,8 @@
-"""Security floors (llmhost/data/floors.toml) and the version comparisons that judge against them.
+"""Security floors (llmhost/data/floors.toml) and the verdicts that judge versions against them.
 
-Versions come from upstream tags (`1.17.8`, `1.4.0-rc.3`, `v0.33.0`, llama.cpp `b10864`) and from
-distribution packages that keep an old upstream number and backport fixes (`1.1.5+ds1-1+deb12u1`,
-`20.10.24+dfsg1`, `1.6.20~ds1-1+deb12u3`). Ordering follows dpkg, so both kinds compare alike.
+Versions are ordered by llmhost/versions.py (dpkg order, PEP 440 pre-releases before their
+release); llama.cpp is judged by its build number (`b10864`). A tag that is no version (`latest`,
+`main`, a commit) is refused, never judged: it names no release an advisory could be fixed in.
 """
 
 from __future__ import annotations
@@ -13,12 +13,24 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from enum import StrEnum
-from functools import cache, cmp_to_key
+from functools import cache
 from pathlib import Path
 
 from llmhost.errors import LlmhostError
+from llmhost.versions import (
+    PackageVersion,
+    compare_versions,
+    parse_version,
+    tag_problem,
+    version_key,
+    version_problem,
+)
 
 FLOORS_PATH = Path(__file__).parent / "data" / "floors.toml"
+ANY = "*"  # `judged_by` filter: every advisory, whichever component's version decides it
+# Scopes that are conditions of a host (not optional parts of a build): a role installing the
+# component cannot rule them out beforehand, so its floor includes them.
+HOST_SCOPES = frozenset({"firewalld"})
 
 
 # ---------------------------------------------------------------- the data file
@@ -42,6 +54,7 @@ class Advisory:
     summary: str
     source: str
     scope: str | None = None
+    introduced: str | None = None  # first affected version; older ones never had the flaw
     inferred: bool = False
     judged_by: str | None = None
     distro: tuple[DistroFix, ...] = ()
@@ -64,8 +77,17 @@ class Component:
     pin: str | None
     advisories: tuple[Advisory, ...]
 
-    def applicable(self, scopes: frozenset[str] = frozenset()) -> tuple[Advisory, ...]:
-        return tuple(a for a in self.advisories if a.scope is None or a.scope in scopes)
+    def applicable(
+        self, scopes: frozenset[str] = frozenset(), judged_by: str | None = ANY
+    ) -> tuple[Advisory, ...]:
+        """Advisories in force for these scopes; `judged_by` keeps only those another component's
+        version decides (None: only the component's own)."""
+        return tuple(
+            a
+            for a in self.advisories
+            if (a.scope is None or a.scope in scopes)
+            and (judged_by == ANY or a.judged_by == judged_by)
+        )
 
     def floor_for(self, scopes: frozenset[str] = frozenset()) -> tuple[str, ...]:
         """Per release line, the highest fix the applicable advisories demand."""
@@ -88,6 +110,7 @@ def _advisory(raw: dict) -> Advisory:
         summary=raw["summary"],
         source=raw["source"],
         scope=raw.get("scope"),
+        introduced=raw.get("introduced"),
         inferred=bool(raw.get("inferred", False)),
         judged_by=raw.get("judged_by"),
         distro=tuple(DistroFix(**d) for d in raw.get("distro", ())),
@@ -114,99 +137,14 @@ def load_floors(path: Path = FLOORS_PATH) -> Floors:
     return Floors(checked=data["checked"], components=components)
 
 
-# ---------------------------------------------------------------- comparing versions
+# ---------------------------------------------------------------- judging versions
 
 
-def _order(char: str) -> int:
-    if char == "~":
-        return -1
-    if char.isalpha():
-        return ord(char)
-    return ord(char) + 256
-
-
-def _compare_part(a: str, b: str) -> int:
-    """dpkg's verrevcmp: alternate non-digit runs (with ~ before everything) and numbers."""
-    i = j = 0
-    while i < len(a) or j < len(b):
-        first_diff = 0
-        while (i < len(a) and not a[i].isdigit()) or (j < len(b) and not b[j].isdigit()):
-            ac = _order(a[i]) if i < len(a) and not a[i].isdigit() else 0
-            bc = _order(b[j]) if j < len(b) and not b[j].isdigit() else 0
-            if ac != bc:
-                return -1 if ac < bc else 1
-            i += 1
-            j += 1
-        while i < len(a) and a[i] == "0":
-            i += 1
-        while j < len(b) and b[j] == "0":
-            j += 1
-        while i < len(a) and a[i].isdigit() and j < len(b) and b[j].isdigit():
-            if not first_diff:
-                first_diff = (a[i] > b[j]) - (a[i] < b[j])
-            i += 1
-            j += 1
-        if i < len(a) and a[i].isdigit():
-            return 1
-        if j < len(b) and b[j].isdigit():
-            return -1
-        if first_diff:
-            return first_diff
-    return 0
-
-
-_DEBIAN_REVISION = re.compile(r"-(\d[A-Za-z0-9.+~]*)$")
-_REPACK = re.compile(r"[+~](?:ds|dfsg)\d*")
-_PRERELEASE = re.compile(r"-(?=(?:rc|alpha|beta|pre|dev)\.?\d*)", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class PackageVersion:
-    """`1:1.6.20~ds1-1+deb12u3` -> epoch 1, package "1.6.20~ds1", revision "1+deb12u3",
-    upstream "1.6.20"; a plain `1.4.0-rc.3` is all upstream (its `-rc.3` is no revision)."""
-
-    text: str
-    epoch: int
-    package: str
-    revision: str | None
-    upstream: str
-
-    @property
-    def is_distribution(self) -> bool:
-        return self.revision is not None or self.package != self.upstream
-
-
-def parse_version(text: str) -> PackageVersion:
-    raw = text.strip()
-    version = raw[1:] if raw[:1] in ("v", "V") and raw[1:2].isdigit() else raw
-    epoch = 0
-    if re.match(r"^\d+:", version):
-        head, _, version = version.partition(":")
-        epoch = int(head)
-    revision = None
-    match = _DEBIAN_REVISION.search(version)
-    if match:
-        revision, version = match.group(1), version[: match.start()]
-    upstream = _REPACK.sub("", version)
-    return PackageVersion(raw, epoch, version, revision, upstream)
-
-
-def _normalize_upstream(version: str) -> str:
-    """Upstream pre-releases sort before their release, as `~` does for dpkg."""
-    return _PRERELEASE.sub("~", version)
-
-
-def compare_versions(a: str, b: str) -> int:
-    """-1, 0, 1 like dpkg --compare-versions, with upstream `-rc.N` read as `~rc.N`."""
-    va, vb = parse_version(a), parse_version(b)
-    if va.epoch != vb.epoch:
-        return -1 if va.epoch < vb.epoch else 1
-    pa = va.package if va.revision is not None else _normalize_upstream(va.package)
-    pb = vb.package if vb.revision is not None else _normalize_upstream(vb.package)
-    result = _compare_part(pa, pb)
-    if result:
-        return result
-    return _compare_part(va.revision or "0", vb.revision or "0")
+def affected(version: str, advisory: Advisory) -> bool:
+    """False for a version older than the one that introduced the flaw (it never had it)."""
+    if advisory.introduced is None:
+        return True
+    return compare_versions(parse_version(version).upstream, advisory.introduced) >= 0
 
 
 def llama_build_number(version: str | None) -> int | None:
@@ -221,7 +159,8 @@ def _line(version: str) -> tuple[int, ...]:
 
 
 def fixed_upstream(version: str, fixed: tuple[str, ...], scheme: str = "semver") -> bool | None:
-    """Whether an upstream version carries the fix; None when it cannot be told (no build number).
+    """Whether an upstream version carries the fix; None when it cannot be told (no build number,
+    or no version at all).
 
     A version on a release line with a listed fix must be at least that fix; on any other line it
     must be newer than every listed fix (an older line, or one between, never got the fix)."""
@@ -230,14 +169,13 @@ def fixed_upstream(version: str, fixed: tuple[str, ...], scheme: str = "semver")
         if build is None:
             return None
         return all(build >= llama_build_number(f) for f in fixed)  # type: ignore[operator]
+    if version_problem(version):
+        return None  # `latest` or a commit is never "newer than every fix"
     upstream = parse_version(version).upstream
     same_line = [f for f in fixed if _line(f) == _line(upstream)]
     if same_line:
         return compare_versions(upstream, same_line[0]) >= 0
-    return compare_versions(upstream, max(fixed, key=_KEY)) >= 0
-
-
-_KEY = cmp_to_key(compare_versions)
+    return compare_versions(upstream, max(fixed, key=version_key)) >= 0
 
 
 def required_floor(advisories: tuple[Advisory, ...], scheme: str) -> tuple[str, ...]:
@@ -245,7 +183,7 @@ def required_floor(advisories: tuple[Advisory, ...], scheme: str) -> tuple[str, 
     if scheme == "build":
         builds = [llama_build_number(f) for a in advisories for f in a.fixed]
         return (f"b{max(b for b in builds if b is not None)}",) if builds else ()
-    newest_overall = max((f for a in advisories for f in a.fixed), key=_KEY, default=None)
+    newest_overall = max((f for a in advisories for f in a.fixed), key=version_key, default=None)
     if newest_overall is None:
         return ()
     by_line: dict[tuple[int, ...], str] = {}
@@ -255,8 +193,12 @@ def required_floor(advisories: tuple[Advisory, ...], scheme: str) -> tuple[str, 
             if line not in by_line or compare_versions(fix, by_line[line]) > 0:
                 by_line[line] = fix
     # A line whose fix is older than another advisory's oldest-line demand is not safe at all.
-    safe = [v for v in by_line.values() if all(fixed_upstream(v, a.fixed) for a in advisories)]
-    return tuple(sorted(safe, key=_KEY))
+    safe = [
+        v
+        for v in by_line.values()
+        if all(fixed_upstream(v, a.fixed) or not affected(v, a) for a in advisories)
+    ]
+    return tuple(sorted(safe, key=version_key))
 
 
 # ---------------------------------------------------------------- verdicts
@@ -267,9 +209,10 @@ class State(StrEnum):
     PATCHED = "patched by the distribution"
     VULNERABLE = "vulnerable"
     UNKNOWN = "unknown"
+    REFUSED = "not a version"  # `latest`, `main`, a commit: nothing to compare with a floor
 
 
-_SEVERITY = {State.OK: 0, State.PATCHED: 1, State.UNKNOWN: 2, State.VULNERABLE: 3}
+_SEVERITY = {State.OK: 0, State.PATCHED: 1, State.UNKNOWN: 2, State.VULNERABLE: 3, State.REFUSED: 4}
 _PHRASE = {
     State.VULNERABLE: "vulnerable to",
     State.UNKNOWN: "cannot be judged for",
@@ -289,11 +232,22 @@ class Verdict:
     component: Component
     version: str
     results: tuple[AdvisoryVerdict, ...] = field(default_factory=tuple)
+    scopes: frozenset[str] = frozenset()
+    judged_by: str | None = ANY
+    refused: str | None = None  # why the version is no version at all
 
     @property
     def state(self) -> State:
+        if self.refused:
+            return State.REFUSED
         worst = max((r.state for r in self.results), key=_SEVERITY.__getitem__, default=State.OK)
         return worst
+
+    @property
+    def floor(self) -> str:
+        """The floor of the advisories this verdict judged (scoped, and by `judged_by`)."""
+        judged = self.component.applicable(self.scopes, self.judged_by)
+        return " / ".join(required_floor(judged, self.component.scheme))
 
     def having(self, state: State) -> tuple[AdvisoryVerdict, ...]:
         return tuple(r for r in self.results if r.state is state)
@@ -301,6 +255,11 @@ class Verdict:
     def describe(self) -> str:
         """One sentence: "runc 1.1.5+ds1: vulnerable to CVE-... (why)"; advisories sharing a
         reason are named together."""
+        if self.refused:
+            return (
+                f"{self.component.title}: {self.refused}, so it proves nothing against the "
+                f"security floor {self.floor}"
+            )
         head = f"{self.component.title} {self.version}"
         parts = []
         for state in (State.VULNERABLE, State.UNKNOWN, State.PATCHED):
@@ -312,7 +271,7 @@ class Verdict:
                 named = "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
                 parts.append(f"{_PHRASE[state]} {named}")
         if not parts:
-            return f"{head} >= floor {' / '.join(self.component.floor)}"
+            return f"{head} >= floor {self.floor}"
         return f"{head}: " + "; ".join(parts)
 
 
@@ -353,13 +312,30 @@ def _distro_verdict(version: PackageVersion, advisory: Advisory) -> AdvisoryVerd
     )
 
 
-def judge(component: Component, version: str, scopes: frozenset[str] = frozenset()) -> Verdict:
-    """Each applicable advisory: fixed, patched by the distribution, vulnerable, or unknown."""
+def refusal(version: str, scheme: str = "semver") -> str | None:
+    """Why `version` cannot be judged at all; a llama.cpp local tree without a build number is
+    judged (unknown), but `latest`, `master` or a bare commit is refused for every scheme."""
+    if scheme == "build":
+        return None if llama_build_number(version) is not None else tag_problem(version)
+    return version_problem(version)
+
+
+def judge(
+    component: Component,
+    version: str,
+    scopes: frozenset[str] = frozenset(),
+    judged_by: str | None = ANY,
+) -> Verdict:
+    """Each applicable advisory: fixed, patched by the distribution, vulnerable, or unknown; a
+    version that is no version is refused as a whole."""
+    problem = refusal(version, component.scheme)
+    if problem:
+        return Verdict(component, version, (), scopes, judged_by, problem)
     parsed = parse_version(version)
     results = []
-    for advisory in component.applicable(scopes):
+    for advisory in component.applicable(scopes, judged_by):
         fixed = fixed_upstream(version, advisory.fixed, component.scheme)
-        if fixed:
+        if fixed or (component.scheme != "build" and not affected(version, advisory)):
             results.append(AdvisoryVerdict(advisory, State.OK))
         elif fixed is None:
             results.append(
@@ -374,11 +350,13 @@ def judge(component: Component, version: str, scopes: frozenset[str] = frozenset
             results.append(_distro_verdict(parsed, advisory))
         else:
             results.append(AdvisoryVerdict(advisory, State.VULNERABLE))
-    return Verdict(component, version, tuple(results))
+    return Verdict(component, version, tuple(results), scopes, judged_by)
 
 
-def check(name: str, version: str, scopes: frozenset[str] = frozenset()) -> Verdict:
-    return judge(load_floors()[name], version, scopes)
+def check(
+    name: str, version: str, scopes: frozenset[str] = frozenset(), judged_by: str | None = ANY
+) -> Verdict:
+    return judge(load_floors()[name], version, scopes, judged_by)
 
 
 # ---------------------------------------------------------------- for `llmhost build`
@@ -386,6 +364,17 @@ def check(name: str, version: str, scopes: frozenset[str] = frozenset()) -> Verd
 LABEL_FLOOR_STATUS = "io.llmhost.floor_status"  # ok | unverified | override
 LABEL_FLOOR_OVERRIDE = "io.llmhost.floor_override"
 BUILD_COMPONENT = {"llama-cpu": "llama-cpp", "llama-gpu": "llama-cpp", "vllm-gpu": "vllm"}
+# The config key each build's version comes from, named when a version is refused.
+BUILD_KEY = {
+    "llama-cpu": "images.llama_ref",
+    "llama-gpu": "images.llama_ref",
+    "vllm-gpu": "images.vllm_version",
+}
+
+
+def engine_scopes(firewall_backend: str | None) -> frozenset[str]:
+    """Host conditions the Docker engine reports: "iptables+firewalld" means firewalld runs."""
+    return frozenset({"firewalld"}) if "firewalld" in (firewall_backend or "") else frozenset()
 
 
 def scopes_of(cmake_flags: str) -> frozenset[str]:
@@ -401,10 +390,17 @@ def build_gate(
     Below the floor the build is refused unless `allow_below_floor`, which is recorded in the
     image (io.llmhost.floor_override) so doctor reports it as a failure. A version that cannot be
     compared (a local tree without a build number) is built, labelled "unverified" and warned
-    about: a commit date is no proof that a fix is in."""
+    about: a commit date is no proof that a fix is in. A tag that is no version (`latest`, `main`,
+    a commit) is refused, --allow-below-floor or not."""
     component = load_floors()[BUILD_COMPONENT[service]]
     verdict = judge(component, version, scopes_of(cmake_flags))
-    floor = " / ".join(component.floor_for(scopes_of(cmake_flags)))
+    floor = verdict.floor
+    if verdict.refused:
+        raise LlmhostError(
+            f"{BUILD_KEY[service]}: {verdict.refused}, so llmhost cannot check it against the "
+            f"security floor {floor}: give a release like {component.pin or floor}",
+            exit_code=2,
+        )
     if verdict.state is State.VULNERABLE:
         names = ", ".join(r.advisory.name for r in verdict.having(State.VULNERABLE))
         if not allow_below_floor:
@@ -430,13 +426,17 @@ def build_gate(
 
 
 def role_defaults(floors: Floors | None = None) -> dict[str, str | list[str]]:
-    """Variables the Ansible roles' defaults read: `<component>_min_version(s)` and `_pin`."""
+    """Variables the Ansible roles' defaults read: `<component>_min_version(s)` and `_pin`.
+
+    A role installs before it can see the host's firewall, so its floor counts the advisories
+    scoped to a host condition (HOST_SCOPES: firewalld) as in force."""
     floors = floors or load_floors()
     out: dict[str, str | list[str]] = {"llmhost_floors_checked": floors.checked}
     for comp in floors.components.values():
         key = comp.name.replace("-", "_")
-        out[f"{key}_min_versions"] = list(comp.floor)
-        out[f"{key}_min_version"] = comp.floor[0]
+        floor = comp.floor_for(HOST_SCOPES)
+        out[f"{key}_min_versions"] = list(floor)
+        out[f"{key}_min_version"] = floor[0]
         if comp.pin:
             out[f"{key}_pin"] = comp.pin
     return out

@@ -149,8 +149,8 @@ def test_daemon_down_fails_once_and_skips_what_reads_the_engine(tmp_path):
     checks, _ = doctor(tmp_path, containers=down)
     assert checks["docker.engine"].status == "fail"
     assert "Cannot connect" in checks["docker.engine"].detail
-    for check in ("images.flags", "services.health", "security.runc", "security.containerd",
-                  "security.images"):  # fmt: skip
+    for check in ("images.flags", "services.health", "security.runc", "security.docker_engine",
+                  "security.containerd", "security.images"):  # fmt: skip
         assert (checks[check].status, checks[check].detail) == (
             "skip",
             "Docker engine not reachable",

@@ -9,7 +9,7 @@ import pytest
 from llmhost.config import Config
 from llmhost.doctor import run_doctor
 from llmhost.facts import gather
-from llmhost.facts.containers import ContainerFacts, ImageInfo
+from llmhost.facts.containers import ContainerFacts, ImageInfo, parse_firewall_backend
 from llmhost.sources import LiveSource, SnapshotSource
 from tests.support import CPUINFO, H100, NO_DRIVER, RTX_5090, SNAPSHOTS, FakeNvml, write_host_tree
 
@@ -65,7 +65,12 @@ def test_zen3_snapshot_fails_the_avx512_image_and_debian_runc():
 
 def test_current_host_components_pass(tmp_path):
     checks, _ = doctor(tmp_path, engine())
-    for check_id in ("security.nvidia_toolkit", "security.runc", "security.containerd"):
+    for check_id in (
+        "security.nvidia_toolkit",
+        "security.runc",
+        "security.docker_engine",
+        "security.containerd",
+    ):
         assert checks[check_id].status == "ok", checks[check_id].detail
 
 
@@ -95,6 +100,57 @@ def test_component_floors(tmp_path, field, value, check_id, status, text):
     assert text in checks[check_id].detail
 
 
+@pytest.mark.parametrize(
+    ("fields", "status", "text"),
+    [
+        ({"engine_version": "28.5.2"}, "ok", "Docker Engine 28.5.2 >= floor 28.0.0"),
+        ({"engine_version": "27.5.1"}, "fail", "moby/moby#49325"),
+        ({"engine_version": "28.3.2"}, "ok", ""),  # no firewalld: CVE-2025-54388 not in force
+        (
+            {"engine_version": "28.3.2", "firewall_backend": "iptables+firewalld"},
+            "fail",
+            "firewalld running; Docker Engine 28.3.2: vulnerable to CVE-2025-54388",
+        ),
+        ({"engine_version": "28.3.3", "firewall_backend": "iptables+firewalld"}, "ok", ""),
+        ({"engine_version": "20.10.24+dfsg1"}, "warn", "no record of a backport"),
+        ({"engine_version": "latest"}, "fail", "'latest' is a moving tag, not a version"),
+        ({"engine_version": None}, "warn", "did not report its version"),
+    ],
+)
+def test_docker_engine_floor(tmp_path, fields, status, text):
+    checks, _ = doctor(tmp_path, engine(**fields))
+    found = checks["security.docker_engine"]
+    assert found.status == status, found.detail
+    assert text in found.detail
+    assert "CVE-2025-52881" not in found.detail  # runc's escapes are security.runc's
+    if status == "fail":
+        assert "docker-ce >= 28.5.2" in (found.remediation or "")
+
+
+@pytest.mark.parametrize(
+    ("value", "driver"),
+    [
+        ({"Driver": "iptables+firewalld", "Info": [["ReloadedAt", "2025-01-01T00:00:00Z"]]},
+         "iptables+firewalld"),
+        ({"Driver": "nftables"}, "nftables"),
+        ("iptables+firewalld", "iptables+firewalld"),  # 28.1 pre-releases: a bare string
+        (None, None),  # engines before 28.1 do not report it
+    ],
+)  # fmt: skip
+def test_firewall_backend_from_docker_info(value, driver):
+    assert parse_firewall_backend(value) == driver
+
+
+def test_engine_judges_its_runc_only_when_runc_is_not_reported(tmp_path):
+    checks, _ = doctor(tmp_path, engine(engine_version="28.3.3", runc_version=None))
+    assert checks["security.runc"].status == "fail"
+    assert "runc version not reported; Docker Engine 28.3.3: vulnerable to CVE-2025-31133" in (
+        checks["security.runc"].detail
+    )
+    assert "moby" not in checks["security.runc"].detail
+    assert checks["security.docker_engine"].status == "ok"
+
+
 def cpu_image(**labels):
     return ImageInfo(("llmhost/llama-cpu:latest",), {"io.llmhost.profile": "cpu", **labels}, 0)
 
@@ -121,6 +177,7 @@ def cpu_image(**labels):
             "CVE-2026-118375",
         ),
         ({}, "warn", "no version label"),
+        ({"io.llmhost.llama.version": "master"}, "fail", "'master' is a moving tag"),
     ],
 )
 def test_image_floors(tmp_path, labels, status, text):

@@ -38,6 +38,7 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
     ("services.health", "Services", cc.services_healthy),
     ("security.nvidia_toolkit", "NVIDIA Container Toolkit security floor", vc.nvidia_toolkit),
     ("security.runc", "runc security floor", vc.container_runtime),
+    ("security.docker_engine", "Docker Engine security floor", vc.docker_engine),
     ("security.containerd", "containerd security floor", vc.containerd),
     ("security.images", "Image versions vs security floors", vc.image_floors),
     ("images.cpu_isa", "CPU image instruction sets on this CPU", vc.cpu_image_isa),

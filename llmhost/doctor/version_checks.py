@@ -22,6 +22,7 @@ from llmhost.floors import (
     State,
     Verdict,
     check,
+    engine_scopes,
     scopes_of,
 )
 from llmhost.image_checks import (
@@ -53,7 +54,7 @@ _RANK = {Status.SKIP: 0, Status.OK: 1, Status.WARN: 2, Status.FAIL: 3}
 def _finding(verdict: Verdict, prefix: str = "") -> Finding:
     detail = prefix + verdict.describe()
     state = verdict.state
-    if state is State.VULNERABLE:
+    if state in (State.VULNERABLE, State.REFUSED):
         return fail(detail, verdict.component.fix)
     if state is State.UNKNOWN:
         return warn(detail, verdict.component.fix)
@@ -81,13 +82,27 @@ def nvidia_toolkit(ctx: Context) -> Finding:
 
 @needs_engine
 def container_runtime(ctx: Context) -> Finding:
-    """runc decides the runc escapes; the engine's own version only when runc is not reported."""
+    """runc decides the runc escapes; the engine's version (the runc it shipped) only when runc
+    is not reported."""
     c = ctx.facts.containers
     if c.runc_version:
         return _finding(check("runc", c.runc_version), f"Docker {c.engine_version}, ")
     if c.engine_version:
-        return _finding(check("docker-engine", c.engine_version), "runc version not reported; ")
+        verdict = check("docker-engine", c.engine_version, judged_by="runc")
+        return _finding(verdict, "runc version not reported; ")
     return warn("the engine reported neither its version nor runc's")
+
+
+@needs_engine
+def docker_engine(ctx: Context) -> Finding:
+    """The engine's own advisories (published-port filtering); the firewalld-scoped ones only
+    where the engine reports firewalld as its firewall backend."""
+    c = ctx.facts.containers
+    if not c.engine_version:
+        return warn("the engine did not report its version")
+    scopes = engine_scopes(c.firewall_backend)
+    verdict = check("docker-engine", c.engine_version, scopes, judged_by=None)
+    return _finding(verdict, "firewalld running; " if scopes else "")
 
 
 @needs_engine

@@ -42,6 +42,7 @@ class ContainerFacts:
     default_runtime: str | None = None
     cgroup_driver: str | None = None
     cgroup_version: str | None = None
+    firewall_backend: str | None = None  # docker info's FirewallBackend.Driver (engine >= 28.1)
     compose_version: str | None = None
     compose_error: str | None = None
     nvidia_ctk_version: str | None = None
@@ -72,6 +73,14 @@ def _component(version: dict[str, Any], name: str) -> str | None:
             full = str(details.get("GitCommit") or "")
             return (full if plain and full.startswith(plain) else plain) or None
     return None
+
+
+def parse_firewall_backend(value: Any) -> str | None:
+    """`{"Driver": "iptables+firewalld", ...}` -> "iptables+firewalld" (28.1 pre-releases sent
+    the bare string); None from engines older than 28.1, which do not report it."""
+    if isinstance(value, dict):
+        value = value.get("Driver")
+    return str(value) if value else None
 
 
 def parse_compose_version(text: str) -> str | None:
@@ -167,6 +176,7 @@ def gather_containers(source: Source) -> ContainerFacts:
         default_runtime=info.get("DefaultRuntime"),
         cgroup_driver=info.get("CgroupDriver"),
         cgroup_version=info.get("CgroupVersion"),
+        firewall_backend=parse_firewall_backend(info.get("FirewallBackend")),
         compose_version=parse_compose_version(compose.stdout) if compose.ok else None,
         compose_error=_compose_error(compose.error),
         nvidia_ctk_version=parse_ctk_version(ctk.stdout) if ctk.ok else None,
