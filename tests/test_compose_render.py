@@ -60,6 +60,9 @@ def test_compose_from_plan(tmp_path, which):
         assert svc["volumes"][0]["read_only"] is True and svc["volumes"][0]["target"] == "/models"
         assert "/health" in svc["healthcheck"]["test"][-1]
         assert svc["command"] == list(planned.args)
+        assert svc["logging"] == {"driver": "json-file",
+                                  "options": {"max-size": "20m", "max-file": "3"}}  # fmt: skip
+        assert svc["pids_limit"] == 4096
     for name in ("llama-gpu", "vllm-gpu"):
         gpu = services[name]
         assert "runtime" not in gpu  # one GPU path: the device request below
