@@ -1,15 +1,17 @@
-"""What a model will cost in memory: a GGUF file's header (the `gguf` package), or a Hugging Face
-model directory's config.json and safetensors sizes (what vLLM serves)."""
+"""What a model will cost in memory: a GGUF file's header (llmhost.gguf_header), or a Hugging
+Face model directory's config.json and safetensors sizes (what vLLM serves)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from llmhost import model_cache
 from llmhost.errors import LlmhostError
+from llmhost.gguf_header import GgufArray, Scalar, read_gguf_header
 
-GGUF_MAGIC = b"GGUF"
+Metadata = dict[str, Scalar | GgufArray]
 
 
 @dataclass(frozen=True)
@@ -35,54 +37,68 @@ class ModelHeader:
         return self.n_layer * self.n_head_kv * (self.head_dim_k + self.head_dim_v)
 
 
-def _value(reader: Any, key: str, default: Any = None) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
+_CACHED_FIELDS = frozenset(f.name for f in dataclasses.fields(ModelHeader)) - {"path"}
+
+
+def _number(meta: Metadata, key: str, default: int, per_layer: bool = False) -> int:
+    """An integer-valued key; with per_layer, an array of per-layer values counts as its
+    largest (the feed-forward length of models whose layers differ)."""
+    value = meta.get(key)
+    if isinstance(value, GgufArray):
+        if not (per_layer and value.values):
+            raise LlmhostError(f"{key} holds per-layer values, which llmhost cannot size yet")
+        value = max(value.values)
+    if value is None:
         return default
-    value = field.contents()
-    return value if value is not None else default
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # a string, NaN, infinity
+        raise LlmhostError(f"{key} is {str(value)[:40]!r}, not a number") from None
 
 
 def read_model_header(path: str | Path) -> ModelHeader:
-    """Parse the header; a missing file or a non-GGUF file is a clear error."""
+    """Parse the header (or take it from the cache); a missing or non-GGUF file is a clear error."""
     file = Path(path)
     if not file.is_file():
         raise LlmhostError(f"model {file} does not exist")
-    with file.open("rb") as fh:
-        if fh.read(4) != GGUF_MAGIC:
-            raise LlmhostError(f"model {file} is not a GGUF file (bad magic)")
-    from gguf import GGUFReader  # imports numpy: only when a model is sized
+    resolved = file.resolve()
+    facts = model_cache.load(resolved, _CACHED_FIELDS)
+    if facts is None:
+        header = _header_from_gguf(file)
+        facts = {k: v for k, v in dataclasses.asdict(header).items() if k != "path"}
+        model_cache.store(resolved, facts)
+    return ModelHeader(path=str(file), **facts)  # type: ignore[arg-type]
 
+
+def _header_from_gguf(file: Path) -> ModelHeader:
+    gguf = read_gguf_header(file)
+    meta = gguf.metadata
     try:
-        reader = GGUFReader(file, "r")
-    except Exception as exc:
-        raise LlmhostError(f"model {file} has an unreadable GGUF header ({exc})") from None
-    arch = str(_value(reader, "general.architecture", "unknown"))
-    n_embd = int(_value(reader, f"{arch}.embedding_length", 0))
-    n_head = int(_value(reader, f"{arch}.attention.head_count", 1) or 1)
-    n_head_kv = int(_value(reader, f"{arch}.attention.head_count_kv", n_head) or n_head)
-    head_dim = n_embd // n_head if n_head else 0
-    tokens = reader.fields.get("tokenizer.ggml.tokens")
-    n_vocab = len(tokens.data) if tokens is not None else 0
-    ff = _value(reader, f"{arch}.feed_forward_length", 0)
-    return ModelHeader(
-        path=str(file),
-        architecture=arch,
-        n_layer=int(_value(reader, f"{arch}.block_count", 0)),
-        n_embd=n_embd,
-        n_head=n_head,
-        n_head_kv=n_head_kv,
-        head_dim_k=int(_value(reader, f"{arch}.attention.key_length", head_dim)),
-        head_dim_v=int(_value(reader, f"{arch}.attention.value_length", head_dim)),
-        n_ff=int(max(ff) if isinstance(ff, list) else ff),
-        n_vocab=int(_value(reader, f"{arch}.vocab_size", n_vocab) or n_vocab),
-        context_length=int(_value(reader, f"{arch}.context_length", 0)),
-        weights_bytes=sum(int(t.n_bytes) for t in reader.tensors),
-        file_bytes=file.stat().st_size,
-        embedding_bytes=sum(
-            int(t.n_bytes) for t in reader.tensors if t.name == "token_embd.weight"
-        ),
-    )
+        arch = str(meta.get("general.architecture", "unknown"))
+        n_embd = _number(meta, f"{arch}.embedding_length", 0)
+        n_head = _number(meta, f"{arch}.attention.head_count", 1) or 1
+        n_head_kv = _number(meta, f"{arch}.attention.head_count_kv", n_head) or n_head
+        head_dim = n_embd // n_head if n_head else 0
+        tokens = meta.get("tokenizer.ggml.tokens")
+        n_vocab = tokens.count if isinstance(tokens, GgufArray) else 0
+        return ModelHeader(
+            path=str(file),
+            architecture=arch,
+            n_layer=_number(meta, f"{arch}.block_count", 0),
+            n_embd=n_embd,
+            n_head=n_head,
+            n_head_kv=n_head_kv,
+            head_dim_k=_number(meta, f"{arch}.attention.key_length", head_dim),
+            head_dim_v=_number(meta, f"{arch}.attention.value_length", head_dim),
+            n_ff=_number(meta, f"{arch}.feed_forward_length", 0, per_layer=True),
+            n_vocab=_number(meta, f"{arch}.vocab_size", n_vocab) or n_vocab,
+            context_length=_number(meta, f"{arch}.context_length", 0),
+            weights_bytes=sum(t.n_bytes for t in gguf.tensors),
+            file_bytes=gguf.file_bytes,
+            embedding_bytes=sum(t.n_bytes for t in gguf.tensors if t.name == "token_embd.weight"),
+        )
+    except LlmhostError as exc:
+        raise LlmhostError(f"model {file}: {exc}") from None
 
 
 # Bytes per element of a Hugging Face dtype name.
