@@ -27,6 +27,11 @@ if TYPE_CHECKING:
 )
 @click.option("--url", default=None, help="Any OpenAI-compatible base URL instead.")
 @click.option(
+    "--send-key",
+    is_flag=True,
+    help="Send the configured api_key to --url too (it goes to --service endpoints only).",
+)
+@click.option(
     "--concurrency",
     "concurrency",
     type=click.IntRange(1, 1024),
@@ -63,6 +68,7 @@ def command(
     app: App,
     service: str | None,
     url: str | None,
+    send_key: bool,
     concurrency: tuple[int, ...],
     n_requests: int | None,
     max_tokens: int | None,
@@ -96,6 +102,8 @@ def command(
 
     if bool(service) == bool(url):
         raise LlmhostError("give exactly one of --service NAME or --url URL", exit_code=2)
+    if send_key and not url:
+        raise LlmhostError("--send-key is for --url (a --service gets the key anyway)", exit_code=2)
     config = app.config()
     facts = app.facts()
     targets: dict[str, float] = {}
@@ -117,7 +125,7 @@ def command(
             requests=n_requests or max(config.bench.requests, 2 * level),
             max_tokens=max_tokens or config.bench.max_tokens,
             warmup=config.bench.warmup,
-            api_key=config.api_key,
+            api_key=key_for(config.api_key, service=service, send_key=send_key),
         )
         runs.append(to_dict(result))
         if gated_at in (None, level):  # a service's targets hold at its serving concurrency
@@ -229,3 +237,9 @@ def _render(report: dict, path: Path, sweep: Sweep | None, plot_line: str) -> No
         mark = "PASS" if check["passed"] else "FAIL"
         click.echo(f"  gate {check['target']}: {check['actual']} (limit {check['limit']}) {mark}")
     click.echo(f"verdict: {'PASS' if report['passed'] else 'FAIL'}  (saved {path})")
+
+
+def key_for(api_key: str | None, *, service: str | None, send_key: bool) -> str | None:
+    """The API key goes to llmhost's own services; another URL gets it only when asked, so a
+    typo or a third-party endpoint never receives it."""
+    return api_key if service or send_key else None
