@@ -34,18 +34,13 @@ RULE = (
     "when some metric is positive and none negative, negative when some metric is negative and "
     "none positive, else nil."
 )
-MEASURE_CPU_KNOBS = (
-    "python benchmarks/cpu_knobs.py --llama-bench PATH/llama-bench --model MODEL.gguf "
-    "&& python benchmarks/evidence.py"
-)
-MEASURE_CPU_BUILDS = (
-    "python benchmarks/cpu_builds.py --source LLAMA_CPP_TREE --model MODEL.gguf "
-    "&& python benchmarks/evidence.py"
-)
-MEASURE_GPU_KNOBS = (
-    "OUT=benchmarks/results/RUN bash benchmarks/gpu/h100_driver.sh && python "
-    "benchmarks/summarize_h100.py benchmarks/results/RUN && python benchmarks/evidence.py"
-)
+# Measuring needs llmhost's source tree (the benchmarks are not in the package), so the fix
+# names the benchmark and where its steps are written, not a path an installed wheel lacks.
+_STEPS = "from the llmhost source tree (its bench documentation, 'Tuning evidence')"
+MEASURE_CPU_KNOBS = f"run the CPU-knob benchmark {_STEPS}"
+MEASURE_CPU_BUILDS = f"run the CPU-build benchmark {_STEPS}"
+MEASURE_GPU_KNOBS = f"run the GPU-knob benchmark {_STEPS}"
+REBUILD_EVIDENCE = f"rebuild the packaged evidence {_STEPS}"
 HUGEPAGES_OFF = "hugepages.enabled: false in llmhost.yaml"
 
 
@@ -237,7 +232,7 @@ def _hugetlb(s: ServicePlan) -> bool:
 class Knob:
     applied: Callable[[ServicePlan], bool]  # does the planned service carry it
     off: str | None  # the setting that turns it off, where llmhost has one
-    measure: str  # the command that measures it on this host and feeds the result in
+    measure: str  # how to measure it on this host and feed the result in
 
 
 def _pinned_hugetlb(s: ServicePlan) -> bool:
@@ -273,7 +268,7 @@ KNOBS: dict[str, Knob] = {
     "cpu_build.plan_vs_official": Knob(_always, None, MEASURE_CPU_BUILDS),
     "cpu_build.amx": Knob(_always, None, MEASURE_CPU_BUILDS),
 }
-UNKNOWN_KNOB = Knob(lambda s: False, None, "python benchmarks/evidence.py")
+UNKNOWN_KNOB = Knob(lambda s: False, None, REBUILD_EVIDENCE)
 
 
 # ---------------------------------------------------------------- recommendations
@@ -290,8 +285,18 @@ class Recommendation:
     host_kind: str  # "Emerald Rapids", "Hopper": what "this kind of host" meant
     basis: str  # the measurement behind the verdict, or where else it was measured
     text: str
-    measure: str  # the command that measures this knob on this host
+    measure: str  # how to measure this knob on this host
     turn_off: str | None  # the setting that turns it off, where llmhost has one
+
+    @property
+    def summary(self) -> str:
+        """The verdict on this kind of host without the numbers: `applied, measured nil`."""
+        if self.verdict is Verdict.POSITIVE:
+            return "recommended" if self.applied else "recommended, not applied"
+        verdict = (
+            "not measured" if self.verdict is Verdict.NOT_MEASURED else f"measured {self.verdict}"
+        )
+        return f"applied, {verdict}" if self.applied else f"{verdict}, not applied"
 
 
 def host_kind(facts: HostFacts, scope: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
@@ -53,6 +55,52 @@ def abort(message: str, code: int = 1) -> NoReturn:
     """Print one clear line to stderr and exit; no command prints a traceback."""
     click.echo(f"llmhost: {message}", err=True)
     sys.exit(code)
+
+
+def one_config(paths: Iterable[str]) -> str | None:
+    """The --config given before and/or after the command; two different paths: usage error."""
+    given = list(dict.fromkeys(paths))
+    if len({os.path.abspath(p) for p in given}) > 1:
+        abort(f"--config given twice with different paths: {given[0]} and {given[1]}", 2)
+    return given[0] if given else None
+
+
+def _config_after_command(ctx: click.Context, _: click.Parameter, paths: tuple[str, ...]) -> None:
+    app = ctx.find_object(App)
+    if app is not None and paths:  # no App while completing: nothing runs then
+        app.config_path = one_config([*filter(None, [app.config_path]), *paths])
+
+
+def _color_after_command(ctx: click.Context, _: click.Parameter, color: bool | None) -> None:
+    if color is not None:
+        ctx.color = color
+
+
+CONFIG_HELP = "llmhost.yaml to use (default: $LLMHOST_CONFIG, ./llmhost.yaml, /etc/llmhost)."
+COLOR_HELP = "Colour the output (default: on a terminal, unless NO_COLOR is set)."
+
+
+def command_options() -> list[click.Parameter]:
+    """The root's --config and --color, accepted after a command too (`llmhost doctor --config
+    x.yaml`); they set the App and the context, so commands' signatures stay as they are."""
+    return [
+        click.Option(
+            ["--config", "config_paths"],
+            multiple=True,
+            type=click.Path(dir_okay=False),
+            metavar="PATH",
+            expose_value=False,
+            callback=_config_after_command,
+            help=CONFIG_HELP,
+        ),
+        click.Option(
+            ["--color/--no-color"],
+            default=None,
+            expose_value=False,
+            callback=_color_after_command,
+            help=COLOR_HELP,
+        ),
+    ]
 
 
 pass_app = click.make_pass_decorator(App)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from llmhost.cli.app import FROM_OPTION, JSON_OPTION, PROFILE_OPTION, App, pass_app
+from llmhost.cli.layout import terminal_width
 from llmhost.cli.render import echo_json, render_doctor
 from llmhost.doctor import run_doctor
 
@@ -43,5 +44,6 @@ def command(app: App, profile: str | None, as_json: bool, snapshot: str | None) 
             report,
             f"llmhost doctor — {facts.hostname} ({facts.source}), "
             f"profile {profile}, {cpu.model_name}",
+            terminal_width(),
         )
     raise SystemExit(report.exit_code)

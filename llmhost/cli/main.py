@@ -9,7 +9,8 @@ import traceback
 import click
 
 from llmhost import __version__
-from llmhost.cli.app import App, abort
+from llmhost.cli.app import COLOR_HELP, CONFIG_HELP, App, abort, command_options, one_config
+from llmhost.cli.layout import no_color
 from llmhost.errors import LlmhostError
 
 # command name -> module under llmhost.cli; imported only when that command runs.
@@ -24,6 +25,7 @@ COMMANDS = {
     "down": "down",
     "logs": "logs",
     "bench": "bench",
+    "completion": "completion",
 }
 
 
@@ -37,7 +39,10 @@ class LazyGroup(click.Group):
         module = COMMANDS.get(cmd_name)
         if module is None:
             return None
-        return importlib.import_module(f"llmhost.cli.{module}").command
+        command: click.Command = importlib.import_module(f"llmhost.cli.{module}").command
+        if not any(p.name == "config_paths" for p in command.params):
+            command.params.extend(command_options())
+        return command
 
     def invoke(self, ctx: click.Context) -> object:
         try:
@@ -61,16 +66,22 @@ class LazyGroup(click.Group):
 @click.version_option(__version__, prog_name="llmhost")
 @click.option(
     "--config",
-    "config_path",
+    "config_paths",
+    multiple=True,
     type=click.Path(dir_okay=False),
-    default=None,
-    help="llmhost.yaml to use (default: $LLMHOST_CONFIG, ./llmhost.yaml, /etc/llmhost).",
+    metavar="PATH",
+    help=CONFIG_HELP,
 )
+@click.option("--color/--no-color", default=None, help=COLOR_HELP)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks of internal errors.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context, config_paths: tuple[str, ...], color: bool | None, verbose: bool
+) -> None:
     """Tune, provision, deploy and validate a local LLM inference host."""
-    ctx.obj = App(config_path=config_path, verbose=verbose)
+    # https://no-color.org: a non-empty NO_COLOR turns colour off; an explicit --color wins.
+    ctx.color = color if color is not None else (False if no_color() else None)
+    ctx.obj = App(config_path=one_config(config_paths), verbose=verbose)
 
 
 def main() -> None:

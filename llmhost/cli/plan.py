@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from llmhost.cli.app import FROM_OPTION, JSON_OPTION, PROFILE_OPTION, App, pass_app
+from llmhost.cli.layout import terminal_width
 from llmhost.cli.render import echo_json, render_plan
 from llmhost.inventory import write_host_vars
 
@@ -48,4 +49,4 @@ def command(
     elif as_json:
         echo_json(plan)
     else:
-        render_plan(plan)
+        render_plan(plan, terminal_width())

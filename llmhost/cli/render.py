@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from llmhost.cli.layout import PIPE_WIDTH, condense, fix_lines, wrap
 from llmhost.doctor import Report
 from llmhost.doctor.result import Status
 from llmhost.facts import to_jsonable
@@ -22,21 +23,38 @@ def echo_json(data: Any) -> None:
 
 
 def _mark(status: Status) -> str:
-    mark = MARKS[status] if (sys.stdout.encoding or "").lower().startswith("utf") else status.value
-    return click.style(f"[{mark}]", fg=COLORS[status])
+    return MARKS[status] if (sys.stdout.encoding or "").lower().startswith("utf") else status.value
 
 
-def render_doctor(report: Report, header: str) -> None:
-    """One line per check; details and the fix only for what is not ok (flutter doctor style)."""
-    click.echo(header)
-    width = max(len(r.title) for r in report.results)
+def _echo_marked(lines: list[str], mark: str, status: Status) -> None:
+    """Echo `lines`, colouring the `[mark]` that starts the first (widths counted unstyled)."""
+    plain = f"[{mark}]"
+    first = lines[0]
+    click.echo(click.style(plain, fg=COLORS[status]) + first[len(plain) :])
+    for line in lines[1:]:
+        click.echo(line)
+
+
+def render_doctor(report: Report, header: str, width: int | None = None) -> None:
+    """One line per check; details and the fix only for what is not ok (flutter doctor style).
+    With a width, details wrap with a hanging indent; fixes never break inside a command."""
+    for line in wrap(header, width, "", "  "):
+        click.echo(line)
+    title_width = max(len(r.title) for r in report.results)
     for r in report.results:
-        line = f"{_mark(r.status)} {r.title.ljust(width)}  "
-        click.echo(line + (r.detail if r.status in (Status.OK, Status.SKIP) else ""))
-        if r.status in (Status.WARN, Status.FAIL):
-            click.echo(f"      {r.detail}")
-            if r.remediation:
-                click.echo(f"      fix: {r.remediation}")
+        mark = _mark(r.status)
+        if r.status in (Status.OK, Status.SKIP):
+            first = f"[{mark}] {r.title.ljust(title_width)}  "
+            if width is None or width - len(first) >= 30 or len(first + r.detail) <= width:
+                _echo_marked(wrap(r.detail, width, first, " " * len(first)), mark, r.status)
+                continue
+            # Too narrow for a detail column: the detail goes under the title, like a warning's.
+        _echo_marked([f"[{mark}] {r.title}"], mark, r.status)
+        for line in wrap(r.detail, width, " " * 6, " " * 8):
+            click.echo(line)
+        if r.remediation:
+            for line in fix_lines(r.remediation, width, " " * 6):
+                click.echo(line)
     counts = report.counts()
     click.echo(
         f"\n{counts['ok']} ok, {counts['warn']} warning(s), {counts['fail']} failure(s), "
@@ -44,34 +62,57 @@ def render_doctor(report: Report, header: str) -> None:
     )
 
 
-def render_plan(plan: Plan) -> None:
+def _field(label: str, text: str, width: int | None) -> list[str]:
+    return wrap(text, width, f"  {label:<16} ", " " * 19)
+
+
+def render_plan(plan: Plan, width: int | None = None) -> None:
+    """The plan in a screenful: fields wrap with a hanging indent; each evidence line is condensed
+    to one line (`--json` has the full text)."""
     c, h, b = plan.cores, plan.hugepages, plan.build
-    click.echo(f"Plan for {plan.hostname} (profile {plan.profile})")
-    click.echo(f"  inference CPUs   {c.inference_cpulist}  ({c.inference_cores} cores)")
-    click.echo(f"  housekeeping     {c.housekeeping_cpulist}")
-    click.echo(f"  why              {c.reason}")
-    click.echo(f"  hugepages (2M)   {h.pages}  ({h.bytes / 2**30:.2f} GiB) — {h.reason}")
-    click.echo("  kernel cmdline   " + " ".join(f"{k}={v}" for k, v in plan.kernel_params.items()))
-    click.echo(f"  CPU build        {' '.join(b.llama_cpu_cmake_flags)}")
+    lines = [f"Plan for {plan.hostname} (profile {plan.profile})"]
+    lines += _field("inference CPUs", f"{c.inference_cpulist}  ({c.inference_cores} cores)", width)
+    lines += _field("housekeeping", c.housekeeping_cpulist, width)
+    lines += _field("why", c.reason, width)
+    pages = f"{h.pages}  ({h.bytes / 2**30:.2f} GiB) — {h.reason}"
+    lines += _field("hugepages (2M)", pages, width)
+    cmdline = " ".join(f"{k}={v}" for k, v in plan.kernel_params.items())
+    lines += _field("kernel cmdline", cmdline, width)
+    lines += _field("CPU build", " ".join(b.llama_cpu_cmake_flags), width)
     if b.cuda_architectures:
-        click.echo(
-            f"  CUDA build       CMAKE_CUDA_ARCHITECTURES={b.cuda_architectures}, "
+        cuda = (
+            f"CMAKE_CUDA_ARCHITECTURES={b.cuda_architectures}, "
             f"TORCH_CUDA_ARCH_LIST={b.torch_cuda_arch_list}, CUDA {b.cuda_version}"
         )
+        lines += _field("CUDA build", cuda, width)
     for s in plan.services:
         gpus = f"  GPU {','.join(map(str, s.gpus))}" if s.gpus else ""
-        click.echo(
-            f"  service {s.name:<9} {s.bind_address}:{s.port}  {s.serving}  cpuset {s.cpuset}  "
+        text = (
+            f"{s.bind_address}:{s.port}  {s.serving}  cpuset {s.cpuset}  "
             f"threads {s.threads}{gpus}  image {s.image}"
         )
+        lines += wrap(text, width, f"  service {s.name:<9} ", " " * 20)
     if plan.gpu_memory:
-        for line in gpu_memory_lines(plan):
-            click.echo(line)
-    for i, r in enumerate(plan.recommendations):
-        label = "evidence" if i == 0 else ""
-        click.echo(f"  {label:<16} {r.title} ({r.service}): {r.text}")
+        lines += gpu_memory_lines(plan)
+    lines += _evidence_lines(plan, width or PIPE_WIDTH)
     for note in plan.notes:
-        click.echo(f"  note: {note}")
+        lines += wrap(note, width, "  note: ", " " * 8)
+    for line in lines:
+        click.echo(line)
+
+
+def _evidence_lines(plan: Plan, width: int) -> list[str]:
+    """One line per knob, its verdict on this kind of host first; `--json` has the numbers."""
+    recs = plan.recommendations
+    lines = []
+    for i, r in enumerate(recs):
+        text = condense(f"{r.summary}: {r.title} ({r.service})", width - 19)
+        lines.append(f"  {'evidence' if i == 0 else '':<16} {text}")
+    if recs:
+        kinds = ", ".join(dict.fromkeys(r.host_kind for r in recs))
+        where = f"(measured on {kinds}; the numbers: llmhost plan --json)"
+        lines += wrap(where, width, " " * 19, " " * 20)
+    return lines
 
 
 def gpu_memory_lines(plan: Plan) -> list[str]:
