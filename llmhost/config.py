@@ -294,6 +294,9 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
     """Validate a loaded YAML document into a Config."""
     if data is None:
         data = {}
+    if not isinstance(data, dict):
+        where = f"file {source_path}" if source_path else "document"
+        raise _fail(where, f"must be a mapping of llmhost.yaml keys (got {type(data).__name__})")
     top = _check_mapping("", data, _names(Config) - {"source_path"})
     cfg = Config(source_path=source_path)
     out: dict[str, Any] = {}
@@ -401,6 +404,13 @@ def load_config(path: str | None = None) -> Config:
 
         try:
             data = yaml.load(file.read_text(), Loader=_strict_loader())
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
+            message = f"config file {file} cannot be read: {reason}"
+            raise LlmhostError(message, exit_code=2) from None
+        except RecursionError:  # PyYAML composes nested collections recursively
+            message = f"config file {file} is not valid YAML: nested too deeply"
+            raise LlmhostError(message, exit_code=2) from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""

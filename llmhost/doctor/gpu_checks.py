@@ -5,6 +5,7 @@ from __future__ import annotations
 from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
 from llmhost.facts.gpu import Gpu
 from llmhost.plan import MIN_CUDA_FOR_CC
+from llmhost.untrusted import shown
 
 CUDA_IMAGE_MAJOR = 13  # llmhost's GPU images are CUDA 13 builds
 DRIVER_FIX = "install an NVIDIA driver with CUDA 13 support (580 or newer)"
@@ -39,7 +40,12 @@ def cuda_driver(ctx: Context) -> Finding:
     gpu = ctx.facts.gpu
     if not gpu.present or not gpu.cuda_driver_version:
         return skip("no GPU")
-    have = tuple(int(p) for p in gpu.cuda_driver_version.split("."))
+    have = tuple(int(p) for p in gpu.cuda_driver_version.split(".") if p.isdigit())
+    if not have:  # only a forged nvidia-smi output says so
+        return fail(
+            f"the driver's CUDA version {shown(gpu.cuda_driver_version)!r} is not a version",
+            "check `nvidia-smi` (its header names the CUDA version)",
+        )
     for g in gpu.gpus:
         need = MIN_CUDA_FOR_CC.get(g.cc_tuple) if g.cc_tuple else None
         if need and have < tuple(int(p) for p in need.split(".")):

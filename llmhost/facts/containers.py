@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from llmhost.errors import LlmhostError
 from llmhost.sources import Source
+from llmhost.untrusted import shown
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,18 +64,46 @@ class ContainerFacts:
 def _json(text: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSONDecodeError, or absurd nesting and numbers
         return None
 
 
+class WrongShape(ValueError):
+    """Docker's JSON with a value of another type than docker writes (a crafted snapshot)."""
+
+
+def _get(obj: Any, name: str, kind: type | tuple[type, ...]) -> Any:
+    """`obj[name]` when it is absent or of `kind`; WrongShape otherwise."""
+    if not isinstance(obj, dict):
+        raise WrongShape(f"holds a {type(obj).__name__} where docker writes an object")
+    value = obj.get(name)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        raise WrongShape(f"{name} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _strings(obj: Any, name: str) -> list[str]:
+    values = _get(obj, name, list) or []
+    if not all(isinstance(v, str) for v in values):
+        raise WrongShape(f"{name} holds a value that is not a string")
+    return values
+
+
+def _string_map(obj: Any, name: str) -> dict[str, str]:
+    values = _get(obj, name, dict) or {}
+    if not all(isinstance(v, str) for v in values.values()):
+        raise WrongShape(f"{name} holds a value that is not a string")
+    return dict(values)
+
+
 def _component(version: dict[str, Any], name: str) -> str | None:
-    for comp in version.get("Components") or []:
-        if str(comp.get("Name", "")).lower() == name:
-            details = comp.get("Details") or {}
-            plain = str(comp.get("Version") or details.get("Version") or "")
+    for comp in _get(version, "Components", list) or []:
+        if str(_get(comp, "Name", str) or "").lower() == name:
+            details = _get(comp, "Details", dict) or {}
+            plain = str(_get(comp, "Version", str) or _get(details, "Version", str) or "")
             # Distribution builds put the full package version (with the Debian revision that
             # says which security fixes were backported) in GitCommit: "1.1.5+ds1-1+deb12u1".
-            full = str(details.get("GitCommit") or "")
+            full = str(_get(details, "GitCommit", str) or "")
             return (full if plain and full.startswith(plain) else plain) or None
     return None
 
@@ -115,15 +148,21 @@ def _compose_error(error: str | None) -> str | None:
     return error
 
 
+def _list(data: Any) -> list[Any]:
+    if data is not None and not isinstance(data, list):
+        raise WrongShape(f"holds a {type(data).__name__} where docker writes a list")
+    return data or []
+
+
 def parse_images(data: Any) -> tuple[ImageInfo, ...]:
     images = []
-    for img in data or []:
+    for img in _list(data):
         images.append(
             ImageInfo(
-                tags=tuple(t for t in img.get("RepoTags") or () if t != "<none>:<none>"),
-                labels=dict(img.get("Labels") or {}),
-                created=int(img.get("Created") or 0),
-                id=str(img.get("Id") or ""),
+                tags=tuple(t for t in _strings(img, "RepoTags") if t != "<none>:<none>"),
+                labels=_string_map(img, "Labels"),
+                created=_get(img, "Created", int) or 0,
+                id=_get(img, "Id", str) or "",
             )
         )
     return tuple(images)
@@ -131,16 +170,16 @@ def parse_images(data: Any) -> tuple[ImageInfo, ...]:
 
 def parse_containers(data: Any) -> tuple[ContainerInfo, ...]:
     result = []
-    for c in data or []:
-        labels = dict(c.get("Labels") or {})
-        state, health = _state_and_health(c.get("Status", ""), c.get("State", ""))
-        names = c.get("Names") or ["?"]
+    for c in _list(data):
+        labels = _string_map(c, "Labels")
+        state, health = _state_and_health(_get(c, "Status", str), _get(c, "State", str))
+        names = _strings(c, "Names") or ["?"]
         result.append(
             ContainerInfo(
                 name=names[0].lstrip("/"),
                 service=labels.get("com.docker.compose.service", ""),
                 project=labels.get("com.docker.compose.project", ""),
-                image=c.get("Image", ""),
+                image=_get(c, "Image", str) or "",
                 state=state,
                 health=health,
                 labels=labels,
@@ -168,15 +207,7 @@ def gather_containers(source: Source) -> ContainerFacts:
     return ContainerFacts(
         engine_reachable=bool(info),
         engine_error=None if info else (info_out.error or "docker info returned nothing"),
-        engine_version=info.get("ServerVersion") or version.get("Version"),
-        api_version=version.get("ApiVersion"),
-        containerd_version=_component(version, "containerd"),
-        runc_version=_component(version, "runc"),
-        runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
-        default_runtime=info.get("DefaultRuntime"),
-        cgroup_driver=info.get("CgroupDriver"),
-        cgroup_version=info.get("CgroupVersion"),
-        firewall_backend=parse_firewall_backend(info.get("FirewallBackend")),
+        **_parsed(source, "docker-info/docker-version", _engine, info, version),
         compose_version=parse_compose_version(compose.stdout) if compose.ok else None,
         compose_error=_compose_error(compose.error),
         nvidia_ctk_version=parse_ctk_version(ctk.stdout) if ctk.ok else None,
@@ -184,8 +215,35 @@ def gather_containers(source: Source) -> ContainerFacts:
             parse_libnvidia_container_version(cli_version.stdout) if cli_version.ok else None
         ),
         nvidia_container_cli_error=None if cli_info.ok else cli_info.error,
-        images=parse_images(_json(images.stdout)) if images and images.ok else (),
-        containers=parse_containers(_json(containers.stdout))
+        images=_parsed(source, "docker-images", parse_images, _json(images.stdout))
+        if images and images.ok
+        else (),
+        containers=_parsed(source, "docker-containers", parse_containers, _json(containers.stdout))
         if containers and containers.ok
         else (),
     )
+
+
+def _engine(info: Any, version: Any) -> dict[str, Any]:
+    """ContainerFacts' fields from `docker info` and `docker version`."""
+    return {
+        "engine_version": _get(info, "ServerVersion", str) or _get(version, "Version", str),
+        "api_version": _get(version, "ApiVersion", str),
+        "containerd_version": _component(version, "containerd"),
+        "runc_version": _component(version, "runc"),
+        "runtimes": tuple(sorted(_get(info, "Runtimes", dict) or {})),
+        "default_runtime": _get(info, "DefaultRuntime", str),
+        "cgroup_driver": _get(info, "CgroupDriver", str),
+        "cgroup_version": _get(info, "CgroupVersion", str),
+        "firewall_backend": parse_firewall_backend(_get(info, "FirewallBackend", (dict, str))),
+    }
+
+
+def _parsed(source: Source, key: str, parse: Callable[..., T], *data: Any) -> T:
+    """`parse(*data)`; docker JSON of the wrong shape (a crafted snapshot) is one clear line."""
+    try:
+        return parse(*data)
+    except WrongShape as exc:
+        raise LlmhostError(
+            f"{key} output in {source.name} is not the JSON docker writes: {shown(str(exc))}"
+        ) from None
