@@ -50,6 +50,8 @@ RESTORED = ("/etc/llmhost", str(SYSCTL_DROPIN), "/etc/default/grub", str(GRUB_DR
             "/etc/fstab", "/var/run/reboot-required", "/var/run/reboot-required.pkgs",
             "/usr/local/bin/llmhost", f"/var/lib/llmhost/{PROJECT}")  # fmt: skip
 RUNS: dict[str, Run] = {}
+RUNS_STATE: dict[str, dict[str, str]] = {}
+FRESH: list[bool] = []  # whether llmhost was not installed when the first check-mode run began
 
 
 def _enabled() -> None:
@@ -237,7 +239,8 @@ def plan() -> dict:
 
 
 def test_check_mode_first_changes_nothing(ci: Inputs) -> None:
-    before = host_state(PROJECT)
+    before = RUNS_STATE["before_check"] = host_state(PROJECT)
+    FRESH.append(not Path(VENV_CLI).parents[2].exists())
     run = RUNS["check"] = site(ci, "--check", "--diff")
     after = host_state(PROJECT)
     assert run.rc == 0 and run.recap["failed"] == 0, run.tail()
@@ -250,13 +253,18 @@ def test_check_mode_first_changes_nothing(ci: Inputs) -> None:
 
 def test_check_mode_without_llmhost_installed(ci: Inputs) -> None:
     """The classic pitfall: check mode failing because what a real run installs is not there."""
-    home = Path("/opt/llmhost-not-installed-ci")
-    before = host_state(PROJECT)
-    run = site(ci, "--check", "--diff", extra={"llmhost_facts_home": str(home)})
+    if FRESH == [True]:  # a fresh host (CI): the first check-mode run was exactly this case
+        run, home = RUNS["check"], Path(VENV_CLI).parents[2]
+        assert state_diff(RUNS_STATE["before_check"], host_state(PROJECT)) == []
+    else:  # llmhost is installed here already: point the roles at a home that does not exist
+        home = Path("/opt/llmhost-not-installed-ci")
+        before = host_state(PROJECT)
+        run = site(ci, "--check", "--diff", extra={"llmhost_facts_home": str(home)})
+        assert state_diff(before, host_state(PROJECT)) == []
     assert run.rc == 0 and run.recap["failed"] == 0, run.tail()
     assert "llmhost is not installed on localhost yet" in run.output
     assert "would install llmhost" in run.output
-    assert state_diff(before, host_state(PROJECT)) == [] and not home.exists()
+    assert not home.exists()
 
 
 # ---------------------------------------------------------------- bad variables
