@@ -110,9 +110,6 @@ def inventory(guests: dict[str, Guest], tmp_path_factory: pytest.TempPathFactory
         "cpu_isolation_reboot_throttle": 1,
         "cpu_isolation_reboot_timeout": 900,
         "llmhost_facts_wheelhouse": str(ensure_wheelhouse()),
-        # Byte-compiling every dependency (ansible-core alone is ~1,500 files) took ~5 min per
-        # guest under TCG; llmhost compiles what it imports on first use instead.
-        "llmhost_facts_pip_extra_args": "--no-compile",
         "llmhost_facts_config": GROUP_CONFIG,
     }, sort_keys=False))  # fmt: skip
     (root / "host_vars").mkdir()
