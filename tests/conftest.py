@@ -1,4 +1,5 @@
-"""Suite-wide hooks: each slow test's seconds, as it ends, in the verbose log.
+"""Suite-wide hooks: the fleet's guest image built while other tests run, and each slow test's
+seconds, as it ends, in the verbose log.
 
 CI keeps only what the run printed; when a run is cut short at its time limit, these lines are
 what says where the time went (pytest's --durations table is printed only at the end).
@@ -13,6 +14,16 @@ import pytest
 
 SLOW_S = 10.0  # tests at least this long get a timing line
 _SUITE_START = time.monotonic()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When the fleet tests will run, their guest image is built from now on, beside the tests
+    that come first (most of them leave a CPU idle; debootstrap mostly waits on the mirror and
+    the disk)."""
+    if any(item.get_closest_marker("fleet") for item in session.items):
+        from tests.fleet.conftest import prepare_in_background
+
+        prepare_in_background()
 
 
 @pytest.hookimpl(hookwrapper=True)

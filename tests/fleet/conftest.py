@@ -7,11 +7,13 @@ LLMHOST_FLEET=full adds guest-b, a second guest of guest-a's group.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.infra import InfraError, _run, cache_dir
-from tests.fleet.guests import Guest, boot, ensure_guest_image, shutdown
+from tests.fleet.guests import Guest, GuestImage, boot, ensure_guest_image, shutdown
 
 REPO = Path(__file__).resolve().parents[2]
 # name -> (vCPUs, group) ; guest-c has its own core count and pool in host_vars.
@@ -37,14 +39,46 @@ HOST_CONFIG = {"guest-c": {**GROUP_CONFIG, "inference_cores": 2,
                            "hugepages": {"enabled": True, "boot_time": True, "gib": 0.125}}}
 
 
+_PREPARING = threading.Lock()  # one builder of the image and wheelhouse at a time
+
+
+def prepare() -> GuestImage:
+    """The wheelhouse and the guest image, built once (a second caller waits for the first)."""
+    with _PREPARING:
+        ensure_wheelhouse()
+        return ensure_guest_image()
+
+
+def prepare_in_background() -> None:
+    """Build the wheelhouse and guest image (debootstrap, ~3 min) while the tests before the
+    fleet's run; the fleet's fixture then finds them ready, or waits for the build. A failure
+    here is left for that fixture to report."""
+    if not _enabled() or os.geteuid() != 0 or _missing_tools():
+        return
+
+    def build() -> None:
+        with contextlib.suppress(Exception):  # reported by the fixture, which builds again
+            prepare()
+
+    threading.Thread(target=build, name="fleet-prepare", daemon=True).start()
+
+
+def _enabled() -> bool:
+    return os.environ.get("LLMHOST_FLEET") in ("1", "full")
+
+
+def _missing_tools() -> list[str]:
+    return [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh")
+            if not shutil.which(t)]  # fmt: skip
+
+
 def _required() -> None:
-    if os.environ.get("LLMHOST_FLEET") not in ("1", "full"):
+    if not _enabled():
         pytest.skip("boots two VMs (~15 min): set LLMHOST_FLEET=1 (scripts/test-all.sh does); "
                     "LLMHOST_FLEET=full boots three")  # fmt: skip
     if os.geteuid() != 0:
         pytest.fail("building the guest image needs root (debootstrap, chroot)")
-    missing = [t for t in ("qemu-system-x86_64", "qemu-img", "debootstrap", "ssh") if not
-               shutil.which(t)]  # fmt: skip
+    missing = _missing_tools()
     if missing:
         pytest.fail(f"missing {', '.join(missing)}: apt-get install -y qemu-system-x86 "
                     "qemu-utils debootstrap openssh-client")  # fmt: skip
@@ -74,7 +108,7 @@ def guests(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Guest
     """The guests booted from overlays of one image; always powered off at the end."""
     _required()
     try:
-        image = ensure_guest_image()
+        image = prepare()
     except (InfraError, subprocess.CalledProcessError) as err:
         pytest.fail(f"guest image: {err}")
     workdir = tmp_path_factory.mktemp("fleet")
