@@ -107,6 +107,12 @@ def test_plan_text_says_why(config):
     assert "-DGGML_AVX512_VNNI=ON" in result.output
 
 
+def test_gpu_plan_says_no_core_is_isolated(config):
+    result = run("--config", config, "plan", "--profile", "gpu", "--from", str(H100_SNAPSHOT))
+    assert result.exit_code == 0, result.output
+    assert "inference CPUs   none" in result.output and "(0 cores)" not in result.output
+
+
 def test_plan_shows_the_evidence_for_this_kind_of_host(tmp_path):
     cfg = tmp_path / "llmhost.yaml"
     cfg.write_text("profile: cpu\ninference_cores: 8\nhugepages: {gib: 1}\n")

@@ -71,7 +71,9 @@ def render_plan(plan: Plan, width: int | None = None) -> None:
     to one line (`--json` has the full text)."""
     c, h, b = plan.cores, plan.hugepages, plan.build
     lines = [f"Plan for {plan.hostname} (profile {plan.profile})"]
-    lines += _field("inference CPUs", f"{c.inference_cpulist}  ({c.inference_cores} cores)", width)
+    cores = c.inference_cores
+    isolated = f"{c.inference_cpulist}  ({cores} cores)" if cores else "none"
+    lines += _field("inference CPUs", isolated, width)
     lines += _field("housekeeping", c.housekeeping_cpulist, width)
     lines += _field("why", c.reason, width)
     pages = f"{h.pages}  ({h.bytes / 2**30:.2f} GiB) — {h.reason}"
