@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from llmhost import __version__, selftest
+from llmhost.cache import cache_dir
 from llmhost.config import Config
 from llmhost.errors import LlmhostError
 from llmhost.floors import build_gate
@@ -68,10 +69,6 @@ class BuiltImage:
     image_id: str
     seconds: float
     labels: dict[str, str]
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("LLMHOST_CACHE", Path.home() / ".cache" / "llmhost"))
 
 
 def _git_commit(tree: Path) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from llmhost.errors import LlmhostError
 from llmhost.services import LLAMA_CPP, REGISTRY, SERVING_MODES, VLLM
+from llmhost.untrusted import shown
 from llmhost.versions import tag_kind
 
 PROFILES = ("cpu", "gpu", "all")
@@ -179,9 +180,8 @@ def _check_pattern(key: str, value: Any, kind: str | None = None) -> str:
     pattern, shape = PATTERNS[kind or key]
     text = _check_str(key, value)
     if not pattern.fullmatch(text):
-        shown = "".join(c if c.isprintable() else "?" for c in text)[:80]
         tag = tag_kind(text) if (kind or key) in VERSION_KEYS else None
-        raise _fail(key, f"must be {shape}{f', not {tag}' if tag else ''} (got {shown!r})")
+        raise _fail(key, f"must be {shape}{f', not {tag}' if tag else ''} (got {shown(text)!r})")
     return text
 
 

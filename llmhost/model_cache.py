@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from llmhost.cache import cache_dir
+
 REVISION = 1  # bump when what is stored for the same file changes
 MAX_ENTRIES = 64  # older entries are removed when a new one is written
 MAX_ENTRY_BYTES = 1 << 16
@@ -16,9 +18,8 @@ MAX_ENTRY_BYTES = 1 << 16
 Facts = dict[str, int | str]
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("LLMHOST_CACHE") or Path.home() / ".cache" / "llmhost"
-    return Path(root) / "model-facts"
+def facts_dir() -> Path:
+    return cache_dir() / "model-facts"
 
 
 def _identity(path: Path) -> list[Any]:
@@ -28,7 +29,7 @@ def _identity(path: Path) -> list[Any]:
 
 def _entry(identity: list[Any]) -> Path:
     """One entry per inode: a file rewritten in place replaces its own entry."""
-    return cache_dir() / f"{identity[-1]:x}-{identity[-2]:x}.json"
+    return facts_dir() / f"{identity[-1]:x}-{identity[-2]:x}.json"
 
 
 def load(path: Path, fields: frozenset[str]) -> Facts | None:

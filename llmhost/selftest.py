@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import shutil
 import signal
@@ -23,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from llmhost.cache import cache_dir
 
 # One model per weight type whose kernels differ: q4_0 and q8_0 have AMX int8 and repacked
 # kernels, f16 takes the F16C/AVX-512 paths. Tiny shapes (n_embd 128) reach every one of them.
@@ -139,7 +140,7 @@ def _describe(sig: str) -> str:
 
 def _verdicts_dir() -> Path:
     """Under llmhost's cache (as build's downloads): a verdict is a memo, not host state."""
-    return Path(os.environ.get("LLMHOST_CACHE", Path.home() / ".cache" / "llmhost")) / "selftest"
+    return cache_dir() / "selftest"
 
 
 def remember(image_id: str, cpu_model: str, summary: str) -> None:
