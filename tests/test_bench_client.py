@@ -11,6 +11,7 @@ import importlib.util
 import os
 import re
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -44,11 +45,15 @@ FIXED_LENGTH = {"ignore_eos": True}  # random weights may sample EOS; lengths mu
 # spans first -> last token *sampled* (server-common.h, server_slot_stats::t_gen_per_token_ms),
 # over the same n - 1 steps. The two spans differ only by the difference of two loopback
 # deliveries (JSON encoding, one send, a Python thread waking): the median difference is
-# 0.1-0.2 ms. On a 2-core runner oversubscribed by parallel compiles (load average 4) single
-# requests reached 7.9 ms, a scheduler slice lost at one end. So: 15 ms per request, plus 5 % of
-# the span for timer granularity; per token that is still a fraction of a millisecond.
+# 0.1-0.2 ms. So the *median* over a run's requests must agree within 15 ms plus 5 % of the span
+# (timer granularity). A single request may lose scheduler slices at one end: on a 2-core runner
+# oversubscribed by parallel compiles one reached 7.9 ms, and in CI, beside the background guest
+# image build, a first chunk of a concurrent request arrived 36 ms late. Each request therefore
+# only has to stay within a few slices (SPAN_OUTLIER_MS) and inside the hard bounds that no
+# scheduling can break: TTFT covers the server's prompt time, E2EL its prompt plus generation.
 SPAN_ABS_TOL_MS = 15.0
 SPAN_REL_TOL = 0.05
+SPAN_OUTLIER_MS = 150.0
 
 
 def span_tolerance_ms(server_span_ms: float) -> float:
@@ -285,22 +290,30 @@ def tokens_predicted_total(url: str) -> float:
     return float(match.group(1))
 
 
-def assert_agrees_with_server_timings(record, max_tokens: int) -> None:
-    timings = record.server_timings
-    assert timings is not None, "llama-server sends `timings` with the last chunk"
-    assert record.usage_reported
-    assert record.output_tokens == timings["predicted_n"] == max_tokens
-    client_span_ms = (record.latency_s - record.ttft_s) * 1000
-    server_span_ms = timings["predicted_ms"]
-    tolerance_ms = span_tolerance_ms(server_span_ms)
-    assert abs(client_span_ms - server_span_ms) <= tolerance_ms
-    tpot_ms = tpot_s(record) * 1000
-    assert tpot_ms == pytest.approx(
-        timings["predicted_per_token_ms"], abs=tolerance_ms / (max_tokens - 1)
-    )
-    # TTFT includes the server's prompt processing; E2EL includes prompt and generation.
-    assert record.ttft_s * 1000 >= timings["prompt_ms"]
-    assert record.latency_s * 1000 >= timings["prompt_ms"] + timings["predicted_ms"]
+def assert_agrees_with_server_timings(records, max_tokens: int) -> None:
+    """The client's spans match llama-server's own timings: each within scheduling noise and
+    the hard bounds, the median within delivery noise."""
+    assert records
+    gaps, tpot_gaps, steps = [], [], max_tokens - 1
+    for record in records:
+        timings = record.server_timings
+        assert timings is not None, "llama-server sends `timings` with the last chunk"
+        assert record.usage_reported
+        assert record.output_tokens == timings["predicted_n"] == max_tokens
+        client_span_ms = (record.latency_s - record.ttft_s) * 1000
+        server_span_ms = timings["predicted_ms"]
+        gap = abs(client_span_ms - server_span_ms)
+        assert gap <= SPAN_OUTLIER_MS + SPAN_REL_TOL * server_span_ms, (record, timings)
+        gaps.append(gap - span_tolerance_ms(server_span_ms))
+        tpot_gaps.append(
+            abs(tpot_s(record) * 1000 - timings["predicted_per_token_ms"])
+            - span_tolerance_ms(server_span_ms) / steps
+        )
+        # TTFT includes the server's prompt processing; E2EL includes prompt and generation.
+        assert record.ttft_s * 1000 >= timings["prompt_ms"]
+        assert record.latency_s * 1000 >= timings["prompt_ms"] + timings["predicted_ms"]
+    assert statistics.median(gaps) <= 0, gaps  # median gap within its tolerance
+    assert statistics.median(tpot_gaps) <= 0, tpot_gaps
 
 
 @pytest.mark.e2e
@@ -317,8 +330,7 @@ def test_completions_bench_agrees_with_llama_server_timings(server: str) -> None
     assert result.config.model  # taken from /v1/models
     assert (result.summary.completed, result.summary.failed) == (6, 0)
     assert result.summary.total_output_tokens == 6 * max_tokens
-    for record in result.records:
-        assert_agrees_with_server_timings(record, max_tokens)
+    assert_agrees_with_server_timings(result.records, max_tokens)
     mean_server_tpot = sum(r.server_timings["predicted_per_token_ms"] for r in result.records) / 6
     steps = max_tokens - 1
     assert result.summary.tpot.mean_ms == pytest.approx(
@@ -339,8 +351,7 @@ def test_chat_bench_with_concurrency_agrees_with_llama_server_timings(server: st
         extra_body=FIXED_LENGTH,
     )
     assert (result.summary.completed, result.summary.failed) == (6, 0)
-    for record in result.records:
-        assert_agrees_with_server_timings(record, max_tokens)
+    assert_agrees_with_server_timings(result.records, max_tokens)
     starts = sorted(r.start_time for r in result.records)
     assert starts[1] - starts[0] < result.records[0].latency_s  # two ran side by side
 

@@ -217,8 +217,7 @@ def test_bench_agrees_with_server_timings(built: dict[str, str], hugepages_for_p
     result = run_bench(
         f"http://127.0.0.1:{PORT}", requests=4, max_tokens=24, extra_body=FIXED_LENGTH
     )
-    for record in result.records:
-        assert_agrees_with_server_timings(record, 24)
+    assert_agrees_with_server_timings(result.records, 24)
 
 
 API_KEY = "${LLMHOST_KEY}$HOME-e2e-" + "k" * 24  # `$` must reach llama-server literally
