@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -389,8 +390,18 @@ def _strict_loader() -> type:
     return StrictLoader
 
 
+STDIN_PATH = "-"  # `--config -`: the configuration on standard input (Ansible passes it so)
+
+
 def load_config(path: str | None = None) -> Config:
-    """Load the given file, else $LLMHOST_CONFIG, else ./llmhost.yaml or /etc; else defaults."""
+    """Load the given file (`-`: standard input), else $LLMHOST_CONFIG, else ./llmhost.yaml or
+    /etc; else defaults."""
+    if path == STDIN_PATH:
+        try:
+            text = sys.stdin.read()
+        except UnicodeDecodeError:
+            raise LlmhostError("config on stdin is not UTF-8 text", exit_code=2) from None
+        return _parse_text(text, "config on stdin")
     candidates = [path] if path else [os.environ.get(CONFIG_ENV), *DEFAULT_CONFIG_PATHS]
     for candidate in candidates:
         if not candidate:
@@ -400,22 +411,26 @@ def load_config(path: str | None = None) -> Config:
             if path:
                 raise LlmhostError(f"config file {file} does not exist", exit_code=2)
             continue
-        import yaml
-
         try:
-            data = yaml.load(file.read_text(), Loader=_strict_loader())
+            text = file.read_text()
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "it is not UTF-8 text"
             message = f"config file {file} cannot be read: {reason}"
             raise LlmhostError(message, exit_code=2) from None
-        except RecursionError:  # PyYAML composes nested collections recursively
-            message = f"config file {file} is not valid YAML: nested too deeply"
-            raise LlmhostError(message, exit_code=2) from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise LlmhostError(
-                f"config file {file} is not valid YAML{where}", exit_code=2
-            ) from None
-        return parse_config(data, str(file))
+        return _parse_text(text, f"config file {file}", str(file))
     return Config()
+
+
+def _parse_text(text: str, what: str, source: str | None = None) -> Config:
+    """YAML text -> Config; `what` names it in the one-line errors."""
+    import yaml
+
+    try:
+        data = yaml.load(text, Loader=_strict_loader())
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise LlmhostError(f"{what} is not valid YAML: nested too deeply", exit_code=2) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise LlmhostError(f"{what} is not valid YAML{where}", exit_code=2) from None
+    return parse_config(data, source)

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -103,32 +104,56 @@ def _run(argv: list[str], timeout: float = 10.0) -> CommandOutput:
 
 
 def _docker_call(key: str) -> CommandOutput:
-    """Ask the Docker engine through the docker SDK; errors become data, not exceptions."""
+    """Ask the Docker engine (its Unix socket; the docker SDK for a tcp/ssh DOCKER_HOST);
+    errors become data, not exceptions."""
+    from llmhost import engine_api
+
+    sock = engine_api.socket_path()
+    if sock is None:
+        return _docker_sdk_call(key)
     try:
-        import docker  # heavy import: only when containers are inspected
+        data = _engine_query(key, lambda path: engine_api.get_json(path, sock))
+    except (OSError, engine_api.EngineError) as exc:
+        return CommandOutput(error=_docker_error_sentence(exc))
+    return CommandOutput(stdout=json.dumps(data, sort_keys=True))
+
+
+def _engine_query(key: str, get: Callable[[str], Any]) -> Any:
+    """One DOCKER_CALLS key through the Engine API paths, reduced to what facts read."""
+    from llmhost.engine_api import query
+
+    if key == "docker-info":
+        return {k: v for k, v in get("/info").items() if k in DOCKER_INFO_KEYS}
+    if key == "docker-version":
+        return get("/version")
+    if key == "docker-images":
+        return get("/images/json" + query(filters={"label": ["io.llmhost.profile"]}))
+    if key == "docker-containers":
+        ours = get("/containers/json" + query(all=1, filters={"label": ["io.llmhost.service"]}))
+        return [_container_summary(c) for c in ours]
+    if key == "docker-inspect-llmhost":
+        running = {"label": ["io.llmhost.service"], "status": ["running"]}
+        ours = get("/containers/json" + query(filters=running))
+        return [_inspect_summary(get(f"/containers/{c['Id']}/json")) for c in ours]
+    raise KeyError(key)
+
+
+def _docker_sdk_call(key: str) -> CommandOutput:
+    """`_docker_call` through the docker SDK, for engines not on a Unix socket."""
+    try:
+        import docker
         from docker.errors import DockerException
     except ImportError as exc:  # pragma: no cover - docker is a hard dependency
         return CommandOutput(error=f"docker SDK not importable: {exc}")
     try:
-        client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST") or None, timeout=5)
-        if key == "docker-info":
-            data: Any = {k: v for k, v in client.info().items() if k in DOCKER_INFO_KEYS}
-        elif key == "docker-version":
-            data = client.version()
-        elif key == "docker-images":
-            data = client.images(filters={"label": "io.llmhost.profile"})
-        elif key == "docker-containers":
-            ours = client.containers(all=True, filters={"label": "io.llmhost.service"})
-            data = [_container_summary(c) for c in ours]
-        elif key == "docker-inspect-llmhost":
-            ours = client.containers(filters={"label": "io.llmhost.service", "status": "running"})
-            data = [_inspect_summary(client.inspect_container(c["Id"])) for c in ours]
-        else:
-            raise KeyError(key)
-        client.close()
-    except DockerException as exc:
-        return CommandOutput(error=_docker_error_sentence(exc))
-    except OSError as exc:
+        client = docker.APIClient(base_url=os.environ.get("DOCKER_HOST"), timeout=5)
+        try:
+            data = _engine_query(
+                key, lambda path: client._result(client._get(client._url(path)), True)
+            )
+        finally:
+            client.close()
+    except (DockerException, OSError, ValueError) as exc:
         return CommandOutput(error=_docker_error_sentence(exc))
     return CommandOutput(stdout=json.dumps(data, sort_keys=True))
 

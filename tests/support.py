@@ -193,3 +193,48 @@ H100 = FakeGpu(
 )
 # pynvml's own message for NVML_ERROR_LIBRARY_NOT_FOUND.
 NO_DRIVER = "NVML Shared Library Not Found"
+
+
+class FakeEngine:
+    """A Docker engine's API on a real Unix socket, answering GETs from `routes` (path ->
+    JSON, the query string ignored); `requests` records every path with its query."""
+
+    def __init__(self, socket_path: Path, routes: dict[str, Any]) -> None:
+        import http.server
+        import socketserver
+        import threading
+
+        engine = self
+        self.routes, self.requests = routes, []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                import json
+
+                engine.requests.append(self.path)
+                found = self.path.split("?")[0] in engine.routes
+                body = json.dumps(
+                    engine.routes[self.path.split("?")[0]] if found else {"message": "no such"}
+                ).encode()
+                self.send_response(200 if found else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+            def address_string(self) -> str:  # a Unix socket has no client address
+                return "unix"
+
+        class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+            daemon_threads = True
+
+        self.server = Server(str(socket_path), Handler)
+        self.url = f"unix://{socket_path}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

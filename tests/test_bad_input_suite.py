@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from llmhost import engine_api
 from llmhost.cli.main import cli
 from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
 
@@ -376,6 +377,7 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setenv("MPLCONFIGDIR", str(dirs["cache"] / "matplotlib"))
     monkeypatch.chdir(dirs["work"])
     monkeypatch.setattr(docker, "APIClient", _refuse)
+    monkeypatch.setattr(engine_api, "get_json", _refuse)
     monkeypatch.setattr(docker, "from_env", _refuse)
     monkeypatch.setattr(subprocess, "run", _refuse)
     monkeypatch.setattr(subprocess, "Popen", _refuse)

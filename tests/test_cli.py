@@ -260,3 +260,29 @@ def test_snapshot_roundtrip(tmp_path):
     assert snap.memory.total_kb == live.memory.total_kb
     assert snap.gpu.gpus == live.gpu.gpus
     assert snap.containers.engine_reachable == live.containers.engine_reachable
+
+
+def test_config_on_stdin_and_doctor_with_host_files_as_ansible_asks():
+    """The llmhost_facts role's one call: the wanted config on stdin, the drop-ins in the JSON."""
+    wanted = "inference_cores: 1\nhugepages: {enabled: true, gib: 0.5}\n"
+    args = ["--config", "-", "doctor", "--json", "--host-files", "--from", str(ZEN4_SNAPSHOT)]
+    result = CliRunner().invoke(cli, args, input=wanted, catch_exceptions=False)
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.output)
+    assert report["plan"]["cores"] and report["plan"]["hugepages"]["pages"] == 256
+    alone = run("plan", "--host-files", "--from", str(ZEN4_SNAPSHOT), "--config", "-")
+    assert alone.exit_code == 0  # stdin empty here: the defaults, also a valid config
+    planned = CliRunner().invoke(cli, ["--config", "-", "plan", "--host-files", "--from",
+                                       str(ZEN4_SNAPSHOT)], input=wanted)  # fmt: skip
+    assert report["host_files"] == json.loads(planned.output)  # the same files as plan renders
+
+
+def test_doctor_host_files_without_a_plan_or_without_json():
+    args = ["--config", "-", "doctor", "--json", "--host-files", "--from", str(ZEN4_SNAPSHOT)]
+    result = CliRunner().invoke(cli, args, input="inference_cores: 512\n")
+    report = json.loads(result.output)
+    assert result.exit_code == 1 and report["host_files"] is None
+    assert "no plan" in next(c["detail"] for c in report["checks"] if c["id"] == "plan")
+    assert_one_clear_line(run("doctor", "--host-files"), 2, "--host-files goes with --json")
+    bad = CliRunner().invoke(cli, ["--config", "-", "plan"], input="inference_cores: [\n")
+    assert_one_clear_line(bad, 2, "config on stdin is not valid YAML")

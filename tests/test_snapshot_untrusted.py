@@ -8,8 +8,8 @@ import json
 import os
 import stat
 import tarfile
+import urllib.parse
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 from click.testing import CliRunner
@@ -31,7 +31,7 @@ from llmhost.sources import (
     _docker_call,
 )
 from llmhost.untrusted import is_hostname
-from tests.support import CPUINFO, ZEN4_SNAPSHOT, write_host_tree
+from tests.support import CPUINFO, ZEN4_SNAPSHOT, FakeEngine, write_host_tree
 
 ONLINE = "sys/devices/system/cpu/online"
 
@@ -299,56 +299,45 @@ _BOX = {
 }
 
 
-class _FakeClient:
-    """docker.APIClient as far as `_docker_call` uses it; it remembers the filters it was given."""
-
-    calls: ClassVar[list[dict]] = []
-
-    def __init__(self, **_: object) -> None:
-        pass
-
-    def info(self) -> dict:
-        return {
-            "ServerVersion": "27.0.1",
-            "Runtimes": {"runc": {"path": "runc"}},
-            "DefaultRuntime": "runc",
-            "CgroupDriver": "systemd",
-            "CgroupVersion": "2",
-            "Name": "secret-hostname",
-            "HttpProxy": "http://user:pw@proxy:3128",
-            "DockerRootDir": "/srv/docker",
-        }
-
-    def version(self) -> dict:
-        return {"Version": "27.0.1", "ApiVersion": "1.46"}
-
-    def images(self, **_: object) -> list[dict]:
-        return []
-
-    def containers(self, **kwargs: object) -> list[dict]:
-        self.calls.append(dict(kwargs))
-        return [_BOX]
-
-    def inspect_container(self, _: str) -> dict:
-        return {"Id": "c0ffee", "Config": {"Hostname": "secret-hostname", "Env": ["K=secret"]}}
-
-    def close(self) -> None:
-        pass
+ENGINE_ROUTES = {
+    "/info": {
+        "ServerVersion": "27.0.1",
+        "Runtimes": {"runc": {"path": "runc"}},
+        "DefaultRuntime": "runc",
+        "CgroupDriver": "systemd",
+        "CgroupVersion": "2",
+        "Name": "secret-hostname",
+        "HttpProxy": "http://user:pw@proxy:3128",
+        "DockerRootDir": "/srv/docker",
+    },
+    "/version": {"Version": "27.0.1", "ApiVersion": "1.46"},
+    "/images/json": [],
+    "/containers/json": [_BOX],
+    "/containers/c0ffee/json": {
+        "Id": "c0ffee",
+        "Config": {"Hostname": "secret-hostname", "Env": ["K=secret"]},
+    },
+}
 
 
 @pytest.fixture
-def fake_docker(monkeypatch):
-    import docker
-
-    monkeypatch.setattr(docker, "APIClient", _FakeClient)
-    _FakeClient.calls.clear()
+def fake_docker(tmp_path_factory, monkeypatch):
+    """A Docker engine on a Unix socket (DOCKER_HOST) that llmhost's facts ask."""
+    engine = FakeEngine(tmp_path_factory.mktemp("engine") / "docker.sock", ENGINE_ROUTES)
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    yield engine
+    engine.close()
 
 
 def test_recording_keeps_only_used_docker_info_keys_and_our_containers(fake_docker):
     info = json.loads(_docker_call("docker-info").stdout)
     assert set(info) <= set(DOCKER_INFO_KEYS) and info["ServerVersion"] == "27.0.1"
     out = _docker_call("docker-containers").stdout
-    assert _FakeClient.calls == [{"all": True, "filters": {"label": "io.llmhost.service"}}]
+    asked = urllib.parse.urlsplit(fake_docker.requests[-1])
+    assert asked.path == "/containers/json"
+    query = urllib.parse.parse_qs(asked.query)
+    assert query["all"] == ["1"]
+    assert json.loads(query["filters"][0]) == {"label": ["io.llmhost.service"]}
     for secret in ("secret", "alice", "working_dir"):
         assert secret not in out
     labels = json.loads(out)[0]["Labels"]
@@ -356,8 +345,20 @@ def test_recording_keeps_only_used_docker_info_keys_and_our_containers(fake_dock
     assert labels["com.docker.compose.project"] == "llmhost"
 
 
+def test_inspect_keeps_no_secrets_and_errors_are_sentences(fake_docker, monkeypatch):
+    out = _docker_call("docker-inspect-llmhost").stdout
+    assert json.loads(out)[0]["Id"] == "c0ffee"
+    assert "secret" not in out
+    fake_docker.routes.pop("/version")
+    assert "HTTP 404 no such" in (_docker_call("docker-version").error or "")
+    monkeypatch.setenv("DOCKER_HOST", fake_docker.url + ".gone")
+    assert _docker_call("docker-info").error == (
+        "no Docker socket (the engine is not running or not installed)"
+    )
+
+
 class _TreeHost(LiveSource):
-    """A laid-out /proc and /sys tree; the docker SDK is the fake client, nvidia tools absent."""
+    """A laid-out /proc and /sys tree; Docker is the fake engine, nvidia tools absent."""
 
     def command(self, key: str) -> CommandOutput:
         if key in DOCKER_CALLS:

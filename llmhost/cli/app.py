@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NoReturn
 
 import click
@@ -23,9 +23,13 @@ if TYPE_CHECKING:
 class App:
     config_path: str | None
     verbose: bool
+    _config: Config | None = field(default=None, init=False, repr=False)
 
     def config(self) -> Config:
-        return load_config(self.config_path)
+        """Loaded once (`--config -` reads standard input, which can be read only once)."""
+        if self._config is None:
+            self._config = load_config(self.config_path)
+        return self._config
 
     def source(self, snapshot: str | None) -> Source:
         return SnapshotSource(snapshot) if snapshot else LiveSource()

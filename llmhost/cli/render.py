@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from llmhost.cli.layout import PIPE_WIDTH, condense, fix_lines, wrap
-from llmhost.doctor import Report
-from llmhost.doctor.result import Status
 from llmhost.facts import to_jsonable
-from llmhost.plan import Plan
 
-MARKS = {Status.OK: "✓", Status.WARN: "!", Status.FAIL: "✗", Status.SKIP: "-"}
-COLORS = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "red", Status.SKIP: None}
+if TYPE_CHECKING:  # `plan` renders without importing doctor's checks (a fifth of its run)
+    from llmhost.doctor import Report
+    from llmhost.doctor.result import Status
+    from llmhost.plan import Plan
+
+# Keyed by Status values (a StrEnum: Status.OK == "ok" and hashes alike).
+MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-"}
+COLORS = {"ok": "green", "warn": "yellow", "fail": "red", "skip": None}
 
 
 def echo_json(data: Any) -> None:
@@ -43,7 +46,7 @@ def render_doctor(report: Report, header: str, width: int | None = None) -> None
     title_width = max(len(r.title) for r in report.results)
     for r in report.results:
         mark = _mark(r.status)
-        if r.status in (Status.OK, Status.SKIP):
+        if r.status in ("ok", "skip"):
             first = f"[{mark}] {r.title.ljust(title_width)}  "
             if width is None or width - len(first) >= 30 or len(first + r.detail) <= width:
                 _echo_marked(wrap(r.detail, width, first, " " * len(first)), mark, r.status)

@@ -113,8 +113,10 @@ def test_nvidia_role_merges_runtime_and_reloads_only_on_change(tmp_path: Path) -
     assert second.rc == 0 and second.recap["changed"] == 0, second.tail()
     assert "HANDLER-RAN" not in second.output
 
-    as_default = {"docker_daemon_json_path": str(path),
-                  "nvidia_container_toolkit_default_runtime": True}
+    as_default = {
+        "docker_daemon_json_path": str(path),
+        "nvidia_container_toolkit_default_runtime": True,
+    }
     default = ansible_playbook(PLAYBOOKS / "nvidia-runtime.yml", *args, extra_vars=as_default)
     assert default.rc == 0 and json.loads(path.read_text())["default-runtime"] == "nvidia"
 
@@ -123,9 +125,11 @@ def test_nvidia_role_merges_runtime_and_reloads_only_on_change(tmp_path: Path) -
 
 PLANNED = {"isolcpus": "managed_irq,domain,2-7", "nohz_full": "2-7", "rcu_nocbs": "2-7",
            "irqaffinity": "0-1"}  # fmt: skip
-CONTENT = ('# Managed by llmhost\nLLMHOST_CMDLINE="isolcpus=managed_irq,domain,2-7 nohz_full=2-7 '
-           'rcu_nocbs=2-7 irqaffinity=0-1"\n'
-           'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} ${LLMHOST_CMDLINE}"\n')
+CONTENT = (
+    '# Managed by llmhost\nLLMHOST_CMDLINE="isolcpus=managed_irq,domain,2-7 nohz_full=2-7 '
+    'rcu_nocbs=2-7 irqaffinity=0-1"\n'
+    'GRUB_CMDLINE_LINUX_DEFAULT="${GRUB_CMDLINE_LINUX_DEFAULT} ${LLMHOST_CMDLINE}"\n'
+)
 
 
 @pytest.fixture
@@ -136,8 +140,9 @@ def grub(tmp_path: Path) -> dict:
     (tmp_path / "default" / "grub").write_text('GRUB_CMDLINE_LINUX_DEFAULT="quiet"\n')
     (tmp_path / "cmdline").write_text("BOOT_IMAGE=/vmlinuz-6.1 root=/dev/vda ro quiet\n")
     log = tmp_path / "mkconfig.log"
-    mk = _script(tmp_path / "update-grub",
-                 f'echo run >> "{log}"\necho cfg > "{tmp_path}/grub.cfg"\n')
+    mk = _script(
+        tmp_path / "update-grub", f'echo run >> "{log}"\necho cfg > "{tmp_path}/grub.cfg"\n'
+    )
     args = {"path": str(tmp_path / "default" / "grub.d" / "99-llmhost.cfg"), "content": CONTENT,
             "params": PLANNED, "grub_defaults": str(tmp_path / "default" / "grub"),
             "grub_cfg": str(tmp_path / "grub.cfg"), "mkconfig_command": str(mk),
@@ -152,8 +157,10 @@ def _runs(log: Path) -> int:
 def test_grub_dropin_written_once_and_reboot_required(grub: dict) -> None:
     tmp, args = grub["tmp"], grub["args"]
     first = run_module("llmhost_grub_dropin", args, tmp, library=GRUB_LIB)
-    assert first["changed"] and first["actions"] == [f"write {args['path']}",
-                                                     f"run {args['mkconfig_command']}"]
+    assert first["changed"] and first["actions"] == [
+        f"write {args['path']}",
+        f"run {args['mkconfig_command']}",
+    ]
     assert first["reboot_required"] and first["pending_params"] == PLANNED
     text = grub["dropin"].read_text()
     assert text.startswith(CONTENT) and text.splitlines()[-1].startswith("# llmhost-sha256: ")
@@ -164,8 +171,9 @@ def test_grub_dropin_written_once_and_reboot_required(grub: dict) -> None:
     assert second["reboot_required"] and _runs(grub["log"]) == 1  # no update-grub again
 
     booted = tmp / "cmdline"
-    booted.write_text("BOOT_IMAGE=/vmlinuz ro quiet " + " ".join(f"{k}={v}" for k, v in
-                                                                   PLANNED.items()) + "\n")
+    booted.write_text(
+        "BOOT_IMAGE=/vmlinuz ro quiet " + " ".join(f"{k}={v}" for k, v in PLANNED.items()) + "\n"
+    )
     live = run_module("llmhost_grub_dropin", args, tmp, library=GRUB_LIB)
     assert live["changed"] is False and live["reboot_required"] is False
 
@@ -183,8 +191,11 @@ def test_grub_hand_edited_dropin_is_reported_not_clobbered(grub: dict) -> None:
     run_module("llmhost_grub_dropin", args, tmp, library=GRUB_LIB)
     edited = grub["dropin"].read_text().replace("nohz_full=2-7", "nohz_full=2-7 mitigations=off")
     grub["dropin"].write_text(edited)
-    new_plan = dict(args, content=CONTENT.replace("2-7", "3-7"),
-                    params={k: v.replace("2-7", "3-7") for k, v in PLANNED.items()})
+    new_plan = dict(
+        args,
+        content=CONTENT.replace("2-7", "3-7"),
+        params={k: v.replace("2-7", "3-7") for k, v in PLANNED.items()},
+    )
     kept = run_module("llmhost_grub_dropin", new_plan, tmp, library=GRUB_LIB)
     assert kept["changed"] is False and kept["hand_edited"]
     assert kept["dropin_state"] == "hand_edited"
@@ -199,8 +210,11 @@ def test_grub_hand_edited_dropin_is_reported_not_clobbered(grub: dict) -> None:
 def test_grub_outdated_llmhost_dropin_is_replaced(grub: dict) -> None:
     tmp, args = grub["tmp"], grub["args"]
     run_module("llmhost_grub_dropin", args, tmp, library=GRUB_LIB)
-    new = dict(args, content=CONTENT.replace("2-7", "4-7"),
-               params={k: v.replace("2-7", "4-7") for k, v in PLANNED.items()})
+    new = dict(
+        args,
+        content=CONTENT.replace("2-7", "4-7"),
+        params={k: v.replace("2-7", "4-7") for k, v in PLANNED.items()},
+    )
     result = run_module("llmhost_grub_dropin", new, tmp, library=GRUB_LIB)
     assert result["changed"] and result["dropin_state"] == "outdated" and _runs(grub["log"]) == 2
 
@@ -271,8 +285,9 @@ def test_hugepages_shortfall_is_reported(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fail_on_shortfall", [True, False])
-def test_hugepages_role_says_so_when_the_kernel_grants_fewer(tmp_path: Path,
-                                                            fail_on_shortfall: bool) -> None:
+def test_hugepages_role_says_so_when_the_kernel_grants_fewer(
+    tmp_path: Path, fail_on_shortfall: bool
+) -> None:
     root = tmp_path / "root"
     _kernel_double(root, grants=False)
     run = ansible_playbook(PLAYBOOKS / "hugepages-reserve.yml", "-i", "localhost,", "-c", "local",
@@ -322,6 +337,48 @@ def test_governor_host_without_cpufreq(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- llmhost_cli
+
+
+# ---------------------------------------------------------------- llmhost_file
+
+
+def test_llmhost_file_writes_once_with_parents_mode_and_backup(tmp_path: Path) -> None:
+    path = tmp_path / "etc" / "sysctl.d" / "60-llmhost.conf"
+    args = {"path": str(path), "content": "vm.nr_hugepages = 32\n", "mode": "0640",
+            "backup": True}  # fmt: skip
+    checked = run_module("llmhost_file", args, tmp_path, library=FACTS_LIB, check=True, diff=True)
+    assert checked["changed"] and checked["diff"]["after"] == args["content"]
+    assert not path.parent.exists()  # check mode writes nothing, not even the directory
+
+    written = run_module("llmhost_file", args, tmp_path, library=FACTS_LIB)
+    assert written["changed"] and path.read_text() == args["content"]
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o755
+    before = path.stat().st_mtime_ns
+    again = run_module("llmhost_file", args, tmp_path, library=FACTS_LIB)
+    assert again["changed"] is False and path.stat().st_mtime_ns == before
+
+    path.write_text("vm.nr_hugepages = 99  # by hand\n")
+    path.chmod(0o600)
+    replaced = run_module("llmhost_file", args, tmp_path, library=FACTS_LIB, diff=True)
+    assert replaced["changed"] and path.read_text() == args["content"]
+    assert "by hand" in replaced["diff"]["before"]
+    assert Path(replaced["backup_file"]).read_text() == "vm.nr_hugepages = 99  # by hand\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".llmhost-")] == []
+
+    path.chmod(0o644)  # only the mode differs: changed, content untouched
+    moded = run_module("llmhost_file", args, tmp_path, library=FACTS_LIB)
+    assert moded["changed"] and stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+def test_llmhost_file_refuses_a_directory_and_a_relative_path(tmp_path: Path) -> None:
+    as_dir = run_module("llmhost_file", {"path": str(tmp_path), "content": "x"}, tmp_path,
+                        library=FACTS_LIB)  # fmt: skip
+    assert as_dir.get("failed") and "is a directory" in as_dir["msg"]
+    relative = run_module("llmhost_file", {"path": "etc/x.conf", "content": "x"}, tmp_path,
+                          library=FACTS_LIB)  # fmt: skip
+    assert relative.get("failed") and "absolute" in relative["msg"]
 
 
 def test_llmhost_cli_changed_follows_the_probe(tmp_path: Path) -> None:
