@@ -190,8 +190,8 @@ def _tensor(cur: _Cursor) -> GgufTensor:
     return GgufTensor(name, ggml_type, tuple(dims), offset, n_elements * type_bytes // block)
 
 
-def _parse(buf: mmap.mmap) -> GgufHeader:
-    cur = _Cursor(buf)
+def _preamble(cur: _Cursor) -> tuple[int, int, int]:
+    """Magic, version and counts: (version, tensor count, metadata key count)."""
     cur.take(4, "magic")
     version = cur.u32("version")
     if version not in SUPPORTED_VERSIONS:
@@ -201,15 +201,25 @@ def _parse(buf: mmap.mmap) -> GgufHeader:
     # Each tensor info takes at least 24 bytes, each key/value at least 13.
     n_tensors = cur.count(MAX_TENSORS, 24, "tensor count")
     n_kv = cur.count(MAX_KV, 13, "metadata key count")
+    return version, n_tensors, n_kv
+
+
+def _pair(cur: _Cursor, seen: dict) -> tuple[str, Scalar | GgufArray]:
+    key = cur.string(MAX_NAME_BYTES, "metadata key")
+    if key in seen:
+        raise _Malformed(f"repeats metadata key {key}")
+    value_type = cur.u32(f"{key}: type")
+    if key == "general.alignment" and value_type != UINT32:
+        raise _Malformed("general.alignment is not a uint32")
+    return key, _value(cur, value_type, key)
+
+
+def _parse(buf: mmap.mmap) -> GgufHeader:
+    cur = _Cursor(buf)
+    version, n_tensors, n_kv = _preamble(cur)
     metadata: dict[str, Scalar | GgufArray] = {}
     for _ in range(n_kv):
-        key = cur.string(MAX_NAME_BYTES, "metadata key")
-        if key in metadata:
-            raise _Malformed(f"repeats metadata key {key}")
-        value_type = cur.u32(f"{key}: type")
-        if key == "general.alignment" and value_type != UINT32:
-            raise _Malformed("general.alignment is not a uint32")
-        metadata[key] = _value(cur, value_type, key)
+        key, metadata[key] = _pair(cur, metadata)
     tensors = tuple(_tensor(cur) for _ in range(n_tensors))
     if len({t.name for t in tensors}) != len(tensors):
         raise _Malformed("repeats a tensor name")
@@ -250,3 +260,25 @@ def read_gguf_header(path: str | Path) -> GgufHeader:
         if not message.startswith("is "):
             message = f"has an unreadable GGUF header ({message})"
         raise LlmhostError(f"model {file} {message}") from None
+
+
+def raw_metadata(path: str | Path, prefix: str) -> list[tuple[str, bytes]]:
+    """The metadata pairs whose key starts with `prefix`, each as its encoded bytes (key,
+    type and value), in file order: copied as they are into another file (gguf_write)."""
+    file = Path(path)
+    try:
+        with file.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if buf[:4] != GGUF_MAGIC:
+                raise _Malformed("is not a GGUF file (bad magic)")
+            cur = _Cursor(buf)
+            _, _, n_kv = _preamble(cur)
+            pairs: dict[str, bytes] = {}
+            for _ in range(n_kv):
+                start = cur.pos
+                key, _ = _pair(cur, pairs)
+                pairs[key] = bytes(buf[start : cur.pos])
+    except (OSError, ValueError) as exc:  # ValueError: mmap of an empty file
+        raise LlmhostError(f"model {file} is unreadable ({exc})") from None
+    except _Malformed as exc:
+        raise LlmhostError(f"model {file} has an unreadable GGUF header ({exc})") from None
+    return [(k, v) for k, v in pairs.items() if k.startswith(prefix)]

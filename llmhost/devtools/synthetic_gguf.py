@@ -10,34 +10,39 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
+import random
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import gguf
-import numpy as np
+from llmhost.gguf_header import GgufArray, raw_metadata, read_gguf_header
+from llmhost.gguf_write import FLOAT32, INT32, STRING, UINT32, TensorInfo, kv, kv_array, write_gguf
 
 # Bump when the bytes written for the same arguments change, so cached files are regenerated.
-FORMAT_REVISION = 1
+FORMAT_REVISION = 2
 
-# Weights are uniform on about +-0.035 (standard deviation 0.02, a common init scale): small
-# enough that activations stay finite through any depth with unit RMSNorm weights.
+# Weights are about +-0.03 (standard deviation near 0.02, a common init scale): small enough
+# that activations stay finite through any depth with unit RMSNorm weights. Quantized blocks
+# are random codes under one scale; float weights random mantissas in [2^-7, 2^-5).
 WEIGHT_STD = 0.02
 _INT8_UNIFORM_STD = 73.6  # standard deviation of integers uniform on [-127, 127]
+_Q8_0_SCALE = WEIGHT_STD / _INT8_UNIFORM_STD  # codes -128..127 times this
+_Q4_0_SCALE = WEIGHT_STD / 4.6  # codes -8..7 (standard deviation 4.6) times this
 
-TENSOR_TYPES: dict[str, gguf.GGMLQuantizationType] = {
-    "f32": gguf.GGMLQuantizationType.F32,
-    "f16": gguf.GGMLQuantizationType.F16,
-    "q8_0": gguf.GGMLQuantizationType.Q8_0,
-    "q4_0": gguf.GGMLQuantizationType.Q4_0,
+# ggml type ids and llama file types (ggml.h, llama.h): name -> (ggml type, file type).
+TENSOR_TYPES: dict[str, tuple[int, int]] = {
+    "f32": (0, 0),
+    "f16": (1, 1),
+    "q4_0": (2, 2),
+    "q8_0": (8, 7),
 }
-_FILE_TYPES: dict[gguf.GGMLQuantizationType, gguf.LlamaFileType] = {
-    gguf.GGMLQuantizationType.F32: gguf.LlamaFileType.ALL_F32,
-    gguf.GGMLQuantizationType.F16: gguf.LlamaFileType.MOSTLY_F16,
-    gguf.GGMLQuantizationType.Q8_0: gguf.LlamaFileType.MOSTLY_Q8_0,
-    gguf.GGMLQuantizationType.Q4_0: gguf.LlamaFileType.MOSTLY_Q4_0,
-}
+_QUANTIZED = ("q4_0", "q8_0")
+GGML_F32 = 0
+QUANT_VERSION = 2  # general.quantization_version of today's llama.cpp quantizations
+# llama.cpp's token types (llama_token_type): unknown, control, byte.
+TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_BYTE = 2, 3, 6
+TOKENS_KEY = "tokenizer.ggml.tokens"
 
 
 @dataclass(frozen=True)
@@ -85,116 +90,75 @@ PRESETS: dict[str, LlamaShape] = {
 }
 
 
-@dataclass(frozen=True)
-class _TensorSpec:
-    name: str
-    shape: tuple[int, ...]  # numpy order: (rows, cols); ggml's ne is the reverse
-    is_norm: bool
+_LAYER_TENSORS = ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm",
+                  "ffn_gate", "ffn_up", "ffn_down")  # fmt: skip
 
 
-def _tensor_specs(shape: LlamaShape, n_vocab: int) -> Iterator[_TensorSpec]:
-    names = gguf.TENSOR_NAMES
-    t = gguf.MODEL_TENSOR
+def _tensor_infos(shape: LlamaShape, n_vocab: int, ggml_type: int) -> Iterator[TensorInfo]:
+    """llama.cpp's tensor names and shapes (ggml order: a row's length first); norms are F32."""
     kv_dim = shape.head_dim * shape.n_head_kv
-    yield _TensorSpec(names[t.TOKEN_EMBD] + ".weight", (n_vocab, shape.n_embd), False)
+    embd, ff = shape.n_embd, shape.n_ff
+    yield TensorInfo("token_embd.weight", (embd, n_vocab), ggml_type)
+    dims = {"attn_norm": (embd,), "attn_q": (embd, embd), "attn_k": (embd, kv_dim),
+            "attn_v": (embd, kv_dim), "attn_output": (embd, embd), "ffn_norm": (embd,),
+            "ffn_gate": (embd, ff), "ffn_up": (embd, ff), "ffn_down": (ff, embd)}  # fmt: skip
     for bid in range(shape.n_layer):
-        layer = {
-            t.ATTN_NORM: ((shape.n_embd,), True),
-            t.ATTN_Q: ((shape.n_embd, shape.n_embd), False),
-            t.ATTN_K: ((kv_dim, shape.n_embd), False),
-            t.ATTN_V: ((kv_dim, shape.n_embd), False),
-            t.ATTN_OUT: ((shape.n_embd, shape.n_embd), False),
-            t.FFN_NORM: ((shape.n_embd,), True),
-            t.FFN_GATE: ((shape.n_ff, shape.n_embd), False),
-            t.FFN_UP: ((shape.n_ff, shape.n_embd), False),
-            t.FFN_DOWN: ((shape.n_embd, shape.n_ff), False),
-        }
-        for kind, (dims, is_norm) in layer.items():
-            yield _TensorSpec(names[kind].format(bid=bid) + ".weight", dims, is_norm)
-    yield _TensorSpec(names[t.OUTPUT_NORM] + ".weight", (shape.n_embd,), True)
+        for name in _LAYER_TENSORS:
+            norm = len(dims[name]) == 1
+            yield TensorInfo(
+                f"blk.{bid}.{name}.weight", dims[name], GGML_F32 if norm else ggml_type
+            )
+    yield TensorInfo("output_norm.weight", (embd,), GGML_F32)
     if not shape.tie_embeddings:
-        yield _TensorSpec(names[t.OUTPUT] + ".weight", (n_vocab, shape.n_embd), False)
+        yield TensorInfo("output.weight", (embd, n_vocab), ggml_type)
 
 
-def _resolve_type(tensor_type: str) -> gguf.GGMLQuantizationType:
-    """The requested type, or F16 where this gguf version cannot quantize to it."""
-    qtype = TENSOR_TYPES[tensor_type.lower()]
-    try:
-        gguf.quants.quantize(np.zeros((1, 32), dtype=np.float32), qtype)
-    except (AttributeError, NotImplementedError):
-        return gguf.GGMLQuantizationType.F16
-    return qtype
+# Exponent bits that put a random float in [2^-7, 2^-5) with a random sign: the byte holding the
+# sign keeps its sign bit and gets a fixed exponent (the exponent's last bit stays random).
+_F16_HIGH = bytes((b & 0x83) | 0x20 for b in range(256))  # s 0100x mm: exponent 8 or 9
+_F32_HIGH = bytes((b & 0x80) | 0x3C for b in range(256))  # s 0111100, then x in the next byte
 
 
-def _nbytes(spec: _TensorSpec, qtype: gguf.GGMLQuantizationType) -> int:
-    if spec.is_norm:
-        return 4 * spec.shape[0]
-    block_size, type_size = gguf.GGML_QUANT_SIZES[qtype]
-    rows, cols = spec.shape
-    return rows * (cols // block_size) * type_size
+def _weights(tensor_type: str, info: TensorInfo, rng: random.Random) -> bytes:
+    """One tensor's bytes: norms all 1.0, weights random at about WEIGHT_STD."""
+    if info.ggml_type == GGML_F32 and len(info.dims) == 1:
+        return struct.pack("<f", 1.0) * info.dims[0]
+    data = bytearray(rng.randbytes(info.n_bytes))
+    if tensor_type in _QUANTIZED:
+        block_bytes = 34 if tensor_type == "q8_0" else 18  # an f16 scale, then 32 codes
+        scale = struct.pack("<e", _Q8_0_SCALE if tensor_type == "q8_0" else _Q4_0_SCALE)
+        blocks = info.n_bytes // block_bytes
+        data[0::block_bytes], data[1::block_bytes] = scale[:1] * blocks, scale[1:] * blocks
+    elif tensor_type == "f16":
+        data[1::2] = data[1::2].translate(_F16_HIGH)
+    else:
+        data[3::4] = data[3::4].translate(_F32_HIGH)
+    return bytes(data)
 
 
-def _weights(
-    spec: _TensorSpec, qtype: gguf.GGMLQuantizationType, rng: np.random.Generator
-) -> np.ndarray:
-    if spec.is_norm:
-        return np.ones(spec.shape, dtype=np.float32)
-    # Integers then scale: several times faster than normal(), which matters at 7B.
-    values = rng.integers(-127, 128, size=spec.shape, dtype=np.int8).astype(np.float32)
-    values *= WEIGHT_STD / _INT8_UNIFORM_STD
-    return gguf.quants.quantize(values, qtype)
+def _copy_tokenizer(vocab_gguf: Path) -> tuple[list[bytes], int]:
+    """Every tokenizer.* pair of the vocab file, byte for byte; and the vocabulary size."""
+    tokens = read_gguf_header(vocab_gguf).metadata.get(TOKENS_KEY)
+    if not isinstance(tokens, GgufArray) or tokens.count == 0:
+        raise ValueError(f"{vocab_gguf} has no {TOKENS_KEY} array")
+    return [raw for _, raw in raw_metadata(vocab_gguf, "tokenizer.")], tokens.count
 
 
-@dataclass(frozen=True)
-class _KeyValue:
-    key: str
-    value: object
-    vtype: gguf.GGUFValueType
-    sub_type: gguf.GGUFValueType | None
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer_fields(vocab_gguf: Path, _mtime_ns: int) -> tuple[_KeyValue, ...]:
-    """tokenizer.* keys of a vocab file; cached because parsing 32k strings takes seconds."""
-    reader = gguf.GGUFReader(vocab_gguf)
-    fields = []
-    for key, field in reader.fields.items():
-        if key.startswith("tokenizer."):
-            vtype = field.types[0]
-            sub_type = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
-            fields.append(_KeyValue(key, field.contents(), vtype, sub_type))
-    return tuple(fields)
-
-
-def _copy_tokenizer(writer: gguf.GGUFWriter, vocab_gguf: Path) -> int:
-    """Copy every tokenizer.* key from the vocab file; returns the vocabulary size."""
-    n_vocab = 0
-    for kv in _tokenizer_fields(vocab_gguf.resolve(), vocab_gguf.stat().st_mtime_ns):
-        writer.add_key_value(kv.key, kv.value, kv.vtype, kv.sub_type)
-        if kv.key == gguf.Keys.Tokenizer.LIST:
-            n_vocab = len(kv.value)  # type: ignore[arg-type]
-    if n_vocab == 0:
-        raise ValueError(f"{vocab_gguf} has no {gguf.Keys.Tokenizer.LIST} array")
-    return n_vocab
-
-
-# The byte-level vocabulary: llama.cpp's SPM tokenizer falls back to <0xXX> pieces for any byte.
-_SPECIAL_TOKENS = (("<unk>", gguf.TokenType.UNKNOWN), ("<s>", gguf.TokenType.CONTROL),
-                   ("</s>", gguf.TokenType.CONTROL))  # fmt: skip
-
-
-def _add_byte_vocab(writer: gguf.GGUFWriter) -> int:
-    """A 259-token SPM vocabulary (<unk>, <s>, </s> and one piece per byte); its size."""
-    tokens = [t for t, _ in _SPECIAL_TOKENS] + [f"<0x{b:02X}>" for b in range(256)]
-    types = [int(k) for _, k in _SPECIAL_TOKENS] + [int(gguf.TokenType.BYTE)] * 256
-    writer.add_tokenizer_model("llama")
-    writer.add_token_list(tokens)
-    writer.add_token_scores([0.0] * len(tokens))
-    writer.add_token_types(types)
-    writer.add_unk_token_id(0)
-    writer.add_bos_token_id(1)
-    writer.add_eos_token_id(2)
-    return len(tokens)
+def _byte_vocab() -> tuple[list[bytes], int]:
+    """A 259-token SPM vocabulary (<unk>, <s>, </s> and one piece per byte): llama.cpp's SPM
+    tokenizer falls back to <0xXX> pieces, so any text tokenizes."""
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [TOKEN_UNKNOWN, TOKEN_CONTROL, TOKEN_CONTROL] + [TOKEN_BYTE] * 256
+    pairs = [
+        kv("tokenizer.ggml.model", STRING, "llama"),
+        kv_array(TOKENS_KEY, STRING, tokens),
+        kv_array("tokenizer.ggml.scores", FLOAT32, [0.0] * len(tokens)),
+        kv_array("tokenizer.ggml.token_type", INT32, types),
+        kv("tokenizer.ggml.unknown_token_id", UINT32, 0),
+        kv("tokenizer.ggml.bos_token_id", UINT32, 1),
+        kv("tokenizer.ggml.eos_token_id", UINT32, 2),
+    ]
+    return pairs, len(tokens)
 
 
 def write_llama_gguf(
@@ -221,49 +185,38 @@ def write_llama_gguf(
     shape = LlamaShape(
         n_layer, n_embd, n_head, n_head_kv, n_ff, n_ctx_train, rope_freq_base, tie_embeddings
     )
-    qtype = _resolve_type(tensor_type)
-    block_size = gguf.GGML_QUANT_SIZES[qtype][0]
-    if n_embd % block_size or n_ff % block_size:
-        raise ValueError(f"{qtype.name} needs n_embd and n_ff divisible by {block_size}")
-    path = Path(path)
+    tensor_type = tensor_type.lower()
+    if tensor_type not in TENSOR_TYPES:
+        raise ValueError(f"tensor type {tensor_type}: one of {', '.join(TENSOR_TYPES)}")
+    ggml_type, file_type = TENSOR_TYPES[tensor_type]
+    block = 32 if tensor_type in _QUANTIZED else 1
+    if n_embd % block or n_ff % block:
+        raise ValueError(f"{tensor_type} needs n_embd and n_ff divisible by {block}")
+    vocab, n_vocab = _byte_vocab() if vocab_gguf is None else _copy_tokenizer(Path(vocab_gguf))
+    arch = "llama"
+    pairs = [
+        kv("general.architecture", STRING, arch),
+        kv("general.name", STRING, name),
+        kv("general.file_type", UINT32, file_type),
+        *([kv("general.quantization_version", UINT32, QUANT_VERSION)] if block > 1 else []),
+        kv(f"{arch}.context_length", UINT32, shape.n_ctx_train),
+        kv(f"{arch}.embedding_length", UINT32, shape.n_embd),
+        kv(f"{arch}.block_count", UINT32, shape.n_layer),
+        kv(f"{arch}.feed_forward_length", UINT32, shape.n_ff),
+        kv(f"{arch}.attention.head_count", UINT32, shape.n_head),
+        kv(f"{arch}.attention.head_count_kv", UINT32, shape.n_head_kv),
+        kv(f"{arch}.attention.layer_norm_rms_epsilon", FLOAT32, 1e-5),
+        kv(f"{arch}.rope.dimension_count", UINT32, shape.head_dim),
+        kv(f"{arch}.rope.freq_base", FLOAT32, shape.rope_freq_base),
+        *vocab,
+        kv(f"{arch}.vocab_size", UINT32, n_vocab),
+    ]
+    tensors = list(_tensor_infos(shape, n_vocab, ggml_type))
 
-    writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.LLAMA])
-    writer.add_name(name)
-    writer.add_file_type(_FILE_TYPES[qtype])
-    if qtype not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-        writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_context_length(shape.n_ctx_train)
-    writer.add_embedding_length(shape.n_embd)
-    writer.add_block_count(shape.n_layer)
-    writer.add_feed_forward_length(shape.n_ff)
-    writer.add_head_count(shape.n_head)
-    writer.add_head_count_kv(shape.n_head_kv)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(shape.head_dim)
-    writer.add_rope_freq_base(shape.rope_freq_base)
-    n_vocab = (
-        _add_byte_vocab(writer) if vocab_gguf is None else _copy_tokenizer(writer, Path(vocab_gguf))
-    )
-    writer.add_vocab_size(n_vocab)
+    def tensor_bytes(index: int, info: TensorInfo) -> bytes:
+        return _weights(tensor_type, info, random.Random(f"{seed}/{index}"))
 
-    specs = list(_tensor_specs(shape, n_vocab))
-    for spec in specs:
-        if spec.is_norm:
-            writer.add_tensor_info(
-                spec.name, spec.shape, np.dtype(np.float32), _nbytes(spec, qtype)
-            )
-        else:
-            writer.add_tensor_info(
-                spec.name, spec.shape, np.dtype(np.float32), _nbytes(spec, qtype), raw_dtype=qtype
-            )
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_ti_data_to_file()
-    for index, spec in enumerate(specs):
-        rng = np.random.default_rng([seed, index])
-        writer.write_tensor_data(_weights(spec, qtype, rng))
-    writer.close()
-    return path
+    return write_gguf(path, pairs, tensors, tensor_bytes)
 
 
 def main(argv: list[str] | None = None) -> int:
