@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.errors import LlmhostError
-from llmhost.services import LLAMA_CPP, REGISTRY, SERVING_MODES, VLLM
+from llmhost.services import CORS_ANY, CORS_LOCALHOST, LLAMA_CPP, REGISTRY, SERVING_MODES, VLLM
 from llmhost.untrusted import shown
 from llmhost.versions import tag_kind
 
@@ -77,6 +77,7 @@ class Config:
     inference_cores: int | None = None  # None: all cores but a quarter (CPU 0's among them)
     bind_address: str = "127.0.0.1"
     api_key: str | None = None
+    cors_origin: str = CORS_LOCALHOST  # which web pages' scripts may call the services
     models_dir: str = "/srv/llmhost/models"
     project: str = "llmhost"
     services: dict[str, ServiceConfig] = field(
@@ -119,6 +120,25 @@ def _check_str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> 
     if choices and value not in choices:
         raise _fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
     return value
+
+
+# CORS: "localhost" (pages served from this machine, any port), "*" (any page), or one origin.
+# One: llama-server sends the value as its Access-Control-Allow-Origin header, and a list there
+# is not valid CORS (llama.cpp issue 26988).
+_ORIGIN = re.compile(
+    r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?"
+)
+
+
+def _check_cors_origin(value: Any) -> str:
+    origin = _check_str("cors_origin", value)
+    if origin in (CORS_LOCALHOST, CORS_ANY) or _ORIGIN.fullmatch(origin):
+        return origin
+    raise _fail(
+        "cors_origin",
+        f"must be localhost, * or one origin such as http://192.168.1.5:3000 "
+        f"(scheme://host[:port], no path; got {shown(origin)})",
+    )
 
 
 API_KEY_MIN = 32
@@ -314,6 +334,8 @@ def parse_config(data: Any, source_path: str | None = None) -> Config:
         out["bind_address"] = addr
     if "api_key" in top:
         out["api_key"] = None if top["api_key"] is None else _check_api_key(top["api_key"])
+    if "cors_origin" in top:
+        out["cors_origin"] = _check_cors_origin(top["cors_origin"])
     if "models_dir" in top:
         out["models_dir"] = _check_pattern("models_dir", top["models_dir"])
         if Path(out["models_dir"]).resolve() == Path("/"):

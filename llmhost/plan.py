@@ -606,6 +606,7 @@ def _knobs(
     threads: int,
     use_pages: bool,
     memory: GpuMemoryPlan | None,
+    cors_origin: str,
 ) -> Knobs:
     preset = SERVING[(spec.engine, spec.device, serving_of(spec, svc))]
     model = f"/models/{svc.model}" if svc.model else None
@@ -623,6 +624,7 @@ def _knobs(
             chunked_prefill=preset.chunked_prefill,
             prefix_caching=preset.prefix_caching,
             cuda_graphs=cuda_graphs,
+            cors_origin=cors_origin,
         )
     on_gpu = spec.device == "gpu"
     flash = preset.flash_attn if svc.flash_attn is None else ("on" if svc.flash_attn else "off")
@@ -641,6 +643,7 @@ def _knobs(
         load_mode_none=use_pages,
         hugetlb_malloc=use_pages,
         prompt_cache_mib=preset.prompt_cache_mib,
+        cors_origin=cors_origin,
     )
 
 
@@ -668,7 +671,7 @@ def plan_services(
         cpus = engine_cpus[spec.name] if on_gpu else cores.inference_cpus
         threads = min(4, len(cpus)) if on_gpu else len(cores.compute_cpus)
         use_pages = not on_gpu and hugepages.pages > 0
-        knobs = _knobs(spec, svc, cores, threads, use_pages, memory)
+        knobs = _knobs(spec, svc, cores, threads, use_pages, memory, config.cors_origin)
         concurrency, targets = TARGETS[(spec.engine, spec.device, serving_of(spec, svc))]
         place = memory.placements.get(spec.name) if memory else None
         services.append(

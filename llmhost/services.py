@@ -7,6 +7,7 @@ service's name. Adding a service means adding one `ServiceSpec` (and its Dockerf
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from llmhost.cpulist import cpumask_hex
@@ -141,6 +142,10 @@ TARGETS: dict[tuple[str, str, str], tuple[int, dict[str, float]]] = {
 
 # ---------------------------------------------------------------- knobs -> arguments
 
+# Which web pages' scripts may call a service (llmhost.yaml `cors_origin`): pages served from this
+# machine, any page, or the one origin given.
+CORS_LOCALHOST, CORS_ANY = "localhost", "*"
+
 
 @dataclass(frozen=True)
 class LlamaKnobs:
@@ -160,6 +165,7 @@ class LlamaKnobs:
     load_mode_none: bool = False  # read weights into (hugepage-backed) buffers, no mmap
     hugetlb_malloc: bool = False  # glibc serves malloc from the 2 MiB pool
     prompt_cache_mib: int | None = None  # --cache-ram: host memory for saved prompts (0: off)
+    cors_origin: str = CORS_LOCALHOST
 
     def args(self) -> tuple[str, ...]:
         args = ["--model", self.model] if self.model else []
@@ -184,7 +190,9 @@ class LlamaKnobs:
         return tuple(args)
 
     def env(self) -> dict[str, str]:
-        env = {}
+        # CORS by environment: a llama-server older than --cors-origins (PR 25655, 2026-07)
+        # ignores the variable, where the flag would stop it from starting.
+        env = {"LLAMA_ARG_CORS_ORIGINS": self.cors_origin}
         if self.hugetlb_malloc:
             # glibc >= 2.35 serves malloc from the reserved 2 MiB pool (ggml's CPU buffers use
             # posix_memalign); arena_max=1: else every allocating thread gets its own 8 MiB heap.
@@ -208,6 +216,13 @@ class VllmKnobs:
     chunked_prefill: bool = True
     prefix_caching: bool = True
     cuda_graphs: bool = True  # off: --enforce-eager
+    cors_origin: str = CORS_LOCALHOST
+
+    @property
+    def allowed_origins(self) -> str:
+        """vLLM's --allowed-origins (a JSON list, matched exactly): it has no "any localhost
+        port", so localhost there means no cross-origin page at all."""
+        return json.dumps([] if self.cors_origin == CORS_LOCALHOST else [self.cors_origin])
 
     def args(self) -> tuple[str, ...]:
         args = ["--model", self.model] if self.model else []
@@ -223,6 +238,7 @@ class VllmKnobs:
         args += ["--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching"]
         if not self.cuda_graphs:
             args += ["--enforce-eager"]
+        args += ["--allowed-origins", self.allowed_origins]
         return tuple(args)
 
     def env(self) -> dict[str, str]:

@@ -131,3 +131,20 @@ def test_docker_compose_config_accepts_it(tmp_path, which):
         ["docker", "compose", "-f", str(path), "config", "--quiet"], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("origin", "llama", "vllm"),
+    [
+        (None, "localhost", []),  # default: pages of this machine (llama-server: any port)
+        ("*", "*", ["*"]),
+        ("http://192.168.1.5:3000", "http://192.168.1.5:3000", ["http://192.168.1.5:3000"]),
+    ],
+)
+def test_cors_origin_reaches_both_engines(tmp_path, origin, llama, vllm):
+    config = _config(tmp_path) if origin is None else _config(tmp_path, cors_origin=origin)
+    services = yaml.safe_load(render_compose(h100_plan(config), config))["services"]
+    for name in ("llama-cpu", "llama-gpu"):
+        assert services[name]["environment"]["LLAMA_ARG_CORS_ORIGINS"] == llama
+    command = services["vllm-gpu"]["command"]
+    assert json.loads(command[command.index("--allowed-origins") + 1]) == vllm

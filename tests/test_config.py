@@ -44,6 +44,10 @@ def test_overrides_merge_with_defaults():
         ({"bind_address": "0.0.0.0"}, "api_key is required when bind_address is 0.0.0.0"),
         ({"bind_address": "localhost"}, "bind_address must be an IP address"),
         ({"bench": {"requests": 0}}, "bench.requests must be an integer from 1"),
+        ({"cors_origin": "http://a.example,http://b.example"}, "cors_origin must be localhost"),
+        ({"cors_origin": "http://a.example/app"}, "no path"),
+        ({"cors_origin": "a.example"}, "cors_origin must be localhost, * or one origin"),
+        ({"cors_origin": ["*"]}, "cors_origin must be a non-empty string"),
         ([1, 2], "must be a mapping"),
     ],
 )
@@ -137,3 +141,12 @@ def test_cli_options_that_reach_the_dockerfile_are_shaped(tmp_path):
         assert result.exit_code == 2, result.output
         assert result.output.startswith(f"llmhost: config: {option} must be")
         assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "origin",
+    ["localhost", "*", "http://192.168.1.5:3000", "https://chat.example.org", "http://[::1]:8080"],
+)
+def test_cors_origins_accepted(origin):
+    assert parse_config({"cors_origin": origin}).cors_origin == origin
+    assert parse_config({}).cors_origin == "localhost"

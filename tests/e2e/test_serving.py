@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,8 +206,22 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
     logs = llmhost("logs", "llama-cpu", "--tail", "200", env=env, check=True)
     assert "listening" in logs.stdout
 
+    # CORS by default: a page served from this machine may call the service, any other may not.
+    assert allowed_origin("http://localhost:3000") == "http://localhost:3000"
+    assert allowed_origin("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert allowed_origin("https://evil.example") is None
+
     llmhost("down", env=env, check=True)
     assert containers() == []
+
+
+def allowed_origin(origin: str) -> str | None:
+    """The Access-Control-Allow-Origin the deployed service answers a page of `origin` with."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/v1/models", headers={"Origin": origin}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.headers.get("Access-Control-Allow-Origin")
 
 
 def test_bench_agrees_with_server_timings(built: dict[str, str], hugepages_for_plan: int) -> None:
