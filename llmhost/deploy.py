@@ -1,6 +1,9 @@
 """Deploy the plan's services as one compose project: preflight, render, up, wait healthy.
 
-Nothing is left half-running: a service that never becomes healthy takes the project down.
+Nothing is left half-running. A redeploy keeps the deployment it replaces (compose.yaml.prev,
+secrets.env.prev): if the new one is refused by compose or a service never becomes healthy, the
+previous one is put back and its services that were healthy come up again; with no previous
+deployment, the project is taken down.
 """
 
 from __future__ import annotations
@@ -164,6 +167,65 @@ def _check_hugepages(plan: Plan, facts: HostFacts, running: set[str], allow: boo
         )
 
 
+PREVIOUS = ".prev"  # the replaced deployment's files: compose.yaml.prev, secrets.env.prev
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The deployment a redeploy replaces: the services of it that were healthy."""
+
+    project: str
+    healthy: tuple[str, ...]
+
+    def files(self) -> list[Path]:
+        path = compose_path(self.project)
+        return [path, path.with_name(SECRETS_FILE)]
+
+
+def keep_previous(project: str) -> Previous | None:
+    """Copy the current deployment's files aside (mode kept), noting which of its services are
+    healthy; None when there is no deployment yet."""
+    if not compose_path(project).exists():
+        return None
+    healthy = tuple(
+        s.service for s in service_states(project) if s.state == "running" and s.health == "healthy"
+    )
+    previous = Previous(project, healthy)
+    for path in previous.files():
+        kept = path.with_name(path.name + PREVIOUS)
+        kept.unlink(missing_ok=True)
+        if path.exists():
+            _copy_private(path, kept)
+    return previous
+
+
+def _copy_private(src: Path, dest: Path) -> None:
+    """Copy with src's mode, never wider while it is written (secrets.env is 0600)."""
+    fd = os.open(dest.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(src.read_bytes())
+    os.chmod(dest.with_suffix(".tmp"), src.stat().st_mode & 0o777)
+    dest.with_suffix(".tmp").replace(dest)
+
+
+def put_back_files(project: str, previous: Previous | None) -> None:
+    """The previous deployment's files in place again; none when there was none."""
+    for path in Previous(project, ()).files():
+        kept = path.with_name(path.name + PREVIOUS)
+        if previous is not None and kept.exists():
+            _copy_private(kept, path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def restore_previous(previous: Previous, timeout_s: float, progress: Progress) -> None:
+    """Put the kept files back and bring their healthy services up again."""
+    put_back_files(previous.project, previous)
+    progress(f"restoring the previous deployment: {', '.join(previous.healthy)}")
+    compose(previous.project, "up", "-d", "--remove-orphans", *previous.healthy)
+    wait_healthy(previous.project, list(previous.healthy), timeout_s, progress)
+
+
 def write_compose(plan: Plan, config: Config) -> Path:
     path = compose_path(config.project)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -239,7 +301,7 @@ def wait_healthy(
             name = (crashed or pending)[0]
             progress(f"--- last log lines of {name} ---\n{logs_tail(project, name).rstrip()}")
             why = "exited" if crashed else f"was not healthy after {timeout_s:.0f} s"
-            raise LlmhostError(f"{name} {why}; the project was taken down (logs above)")
+            raise LlmhostError(f"{name} {why} (logs above)")
         time.sleep(poll_s)
 
 
@@ -256,9 +318,14 @@ def up(
     if not plan.services:
         raise LlmhostError(f"profile {plan.profile} has no services")
     preflight(plan, config, facts, allow_no_hugepages=allow_no_hugepages)
+    previous = keep_previous(config.project)
     path = write_compose(plan, config)
     progress(f"compose file: {path}")
-    compose(config.project, "config", "--quiet")
+    try:
+        compose(config.project, "config", "--quiet")
+    except LlmhostError as exc:
+        put_back_files(config.project, previous)  # nothing was started: nothing else to undo
+        raise LlmhostError(f"{exc}; nothing was changed") from None
     names = [s.name for s in plan.services]
     try:
         compose(config.project, "up", "-d", "--remove-orphans", *names)
@@ -267,10 +334,28 @@ def up(
             for svc in plan.services:
                 refuse_unauthenticated(svc)
             progress("  API key enforced: a request without it gets 401 from every service")
-    except BaseException:
-        down(config.project)
+    except BaseException as exc:
+        outcome = _recover(config.project, previous, timeout_s, progress)
+        if isinstance(exc, LlmhostError):
+            raise LlmhostError(f"{exc}; {outcome}") from None
         raise
     return path
+
+
+def _recover(project: str, previous: Previous | None, timeout_s: float, progress: Progress) -> str:
+    """After a failed start: the previous deployment's healthy services back, else nothing left
+    running. Says which, for the error line."""
+    if previous is not None and previous.healthy:
+        try:
+            restore_previous(previous, timeout_s, progress)
+            return f"the previous deployment was restored ({', '.join(previous.healthy)} healthy)"
+        except LlmhostError as again:
+            progress(f"restoring the previous deployment failed: {again}")
+    try:
+        down(project)
+    except LlmhostError as again:
+        return f"taking the project down failed too ({again})"
+    return "the project was taken down"
 
 
 def refuse_unauthenticated(svc: ServicePlan, timeout_s: float = 10) -> None:
@@ -290,7 +375,7 @@ def refuse_unauthenticated(svc: ServicePlan, timeout_s: float = 10) -> None:
     if status != 401:
         raise LlmhostError(
             f"{svc.name} answered a request without the API key with {status}, not 401: "
-            "the key is not in effect; the project was taken down"
+            "the key is not in effect"
         )
 
 

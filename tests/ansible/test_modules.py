@@ -82,6 +82,24 @@ def test_daemon_json_check_mode_and_missing_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
+def test_daemon_json_is_validated_and_backed_up_before_it_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "daemon.json"
+    path.write_text(json.dumps(USER_CONFIG))
+    seen = tmp_path / "validated.json"
+    accept = _script(tmp_path / "accept", f'cp "$2" "{seen}"\n')
+    refuse = _script(tmp_path / "refuse", "echo 'unable to configure the daemon' >&2\nexit 1\n")
+    args = {"path": str(path), "merge": NVIDIA, "validate_command": [str(refuse), "-f"]}
+    refused = run_module("llmhost_daemon_json", args, tmp_path, library=DOCKER_LIB)
+    assert refused.get("failed") and "unable to configure the daemon" in refused["msg"]
+    assert json.loads(path.read_text()) == USER_CONFIG  # left as it was
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".daemon")) == []
+    args["validate_command"] = [str(accept), "-f"]
+    done = run_module("llmhost_daemon_json", args, tmp_path, library=DOCKER_LIB)
+    assert done["changed"] and done["validated"] is True
+    assert json.loads(seen.read_text()) == json.loads(path.read_text())  # checked what was written
+    assert json.loads(Path(done["backup_file"]).read_text()) == USER_CONFIG
+
+
 def test_daemon_json_invalid_is_never_overwritten(tmp_path: Path) -> None:
     path = tmp_path / "daemon.json"
     path.write_text('{"log-level": "warn",}\n')
@@ -204,6 +222,8 @@ def test_grub_hand_edited_dropin_is_reported_not_clobbered(grub: dict) -> None:
 
     forced = run_module("llmhost_grub_dropin", dict(new_plan, force=True), tmp, library=GRUB_LIB)
     assert forced["changed"] and "3-7" in grub["dropin"].read_text()
+    assert Path(forced["backup_file"]).read_text() == edited  # the hand edit is kept
+    assert not forced["backup_file"].endswith(".cfg")  # so update-grub does not read it
     assert "mitigations" not in grub["dropin"].read_text() and _runs(grub["log"]) == 2
 
 

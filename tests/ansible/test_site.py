@@ -339,6 +339,8 @@ def test_real_run_provisions_the_host(ci: Inputs) -> None:
     assert SYSCTL_DROPIN.read_text() == files[str(SYSCTL_DROPIN)]
     assert f"vm.nr_hugepages = {pages}" in SYSCTL_DROPIN.read_text()
     assert _hugetlbfs_mounts() >= 1
+    fstab = [x.split() for x in Path("/etc/fstab").read_text().splitlines() if "hugetlbfs" in x]
+    assert all("nofail" in fields[3].split(",") for fields in fstab), fstab  # never stops a boot
 
     # CPU isolation: the drop-in holds the planned cores, update-grub put them in grub.cfg.
     dropin = GRUB_DROPIN.read_text()

@@ -312,6 +312,26 @@ def test_never_healthy_is_taken_down(built: dict[str, str], workdir: Path) -> No
     assert containers() == []
 
 
+def test_failed_redeploy_keeps_the_healthy_deployment(
+    built: dict[str, str], workdir: Path, hugepages_for_plan: int
+) -> None:
+    llmhost("deploy", "--profile", "cpu", "--no-bench", env=built, check=True)
+    compose_file = Path(built["LLMHOST_STATE_DIR"]) / PROJECT / "compose.yaml"
+    healthy = compose_file.read_text()
+    env = _with_model(built, workdir, "broken.gguf")
+    proc = llmhost("deploy", "--profile", "cpu", "--no-bench", "--timeout", "120", env=env)
+    assert proc.returncode == 1, proc.stdout
+    assert "the previous deployment was restored (llama-cpu healthy)" in proc.stderr
+    assert "restoring the previous deployment: llama-cpu" in proc.stdout
+    assert compose_file.read_text() == healthy
+    assert compose_file.with_name("compose.yaml.prev").read_text() == healthy
+    (state,) = json.loads(llmhost("status", "--json", env=built, check=True).stdout)
+    assert (state["state"], state["health"]) == ("running", "healthy")
+    with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/v1/models", timeout=10) as response:
+        served = json.load(response)["data"][0]["id"]
+    assert "tiny" in served, served  # the earlier model, not the broken one
+
+
 def test_docker_down_is_one_clear_line(built: dict[str, str]) -> None:
     env = {**built, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     proc = llmhost("deploy", "--profile", "cpu", env=env)

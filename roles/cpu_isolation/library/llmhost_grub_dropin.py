@@ -27,6 +27,8 @@ description:
   - Hosts without GRUB (no O(grub_defaults), or no generator command) are reported, not changed.
   - C(reboot_required) is true when the running kernel (O(cmdline)) lacks a parameter of
     O(params) and the drop-in that carries them is in place.
+  - A drop-in it replaces is kept beside it (C(99-llmhost.cfg.<pid>.<date>~), which GRUB's
+    C(*.cfg) glob does not read); C(backup_file) names it.
   - In check mode nothing is written or run; C(actions) lists what would be done.
 options:
   path:
@@ -87,6 +89,10 @@ pending_params:
   description: Planned parameters the running kernel does not have.
   type: dict
   returned: always
+backup_file:
+  description: Where the replaced drop-in was kept.
+  type: str
+  returned: when a drop-in was replaced
 """
 
 MARKER = "# llmhost-sha256: "
@@ -195,6 +201,8 @@ def main() -> None:
         module.exit_json(changed=bool(result["actions"]), grub_present=True, dropin_state=state,
                          hand_edited=state == "hand_edited", reboot_required=reboot, **result)
     if write:
+        if current is not None:  # the replaced drop-in stays beside it (99-llmhost.cfg.*~)
+            result["backup_file"] = module.backup_local(p["path"])
         _write_atomic(p["path"], desired)
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
     if proc.returncode != 0:

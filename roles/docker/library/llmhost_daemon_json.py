@@ -24,6 +24,10 @@ description:
     is never overwritten: the module fails and says so.
   - C(restart_needed) is false when every changed top-level key is one dockerd reloads on
     SIGHUP (runtimes, default-runtime, labels, debug, ...).
+  - Before the new content replaces the file, O(validate_command) checks it (C(dockerd
+    --validate), Docker 23 and later; skipped, and C(validated) false, where the installed
+    dockerd has no --validate). A refused file changes nothing.
+  - The replaced file is kept beside it (C(daemon.json.<pid>.<date>~)); C(backup_file) names it.
 options:
   path:
     description: daemon.json to edit.
@@ -33,6 +37,13 @@ options:
     description: Settings to merge in.
     type: dict
     required: true
+  validate_command:
+    description: >-
+      Command that checks a candidate file, its path appended; empty to skip. Skipped too when
+      the command's first word is dockerd and that dockerd does not offer --validate.
+    type: list
+    elements: str
+    default: [dockerd, --validate, --config-file]
 author: llmhost
 """
 
@@ -49,6 +60,14 @@ content:
   description: The merged settings.
   type: dict
   returned: always
+validated:
+  description: Whether O(validate_command) checked the new file before it replaced the old.
+  type: bool
+  returned: when the file was written
+backup_file:
+  description: Where the replaced daemon.json was kept.
+  type: str
+  returned: when an existing file was replaced
 """
 
 # Keys dockerd's Reload applies on SIGHUP (moby daemon/reload.go); anything else needs a restart.
@@ -78,7 +97,10 @@ def render(data: dict) -> str:
 def main() -> None:
     module = AnsibleModule(
         argument_spec={"path": {"type": "path", "default": "/etc/docker/daemon.json"},
-                       "merge": {"type": "dict", "required": True}},
+                       "merge": {"type": "dict", "required": True},
+                       "validate_command": {"type": "list", "elements": "str",
+                                            "default": ["dockerd", "--validate",
+                                                        "--config-file"]}},
         supports_check_mode=True,
     )
     path = module.params["path"]
@@ -107,11 +129,38 @@ def main() -> None:
         os.makedirs(directory, mode=0o755, exist_ok=True)
         mode = os.stat(path).st_mode & 0o7777 if os.path.exists(path) else 0o644
         fd, tmp = tempfile.mkstemp(dir=directory, prefix=".daemon.json.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(render(merged))
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(render(merged))
+            os.chmod(tmp, mode)
+            result["validated"] = _validate(module, module.params["validate_command"], tmp, path)
+            if text is not None:
+                result["backup_file"] = module.backup_local(path)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     module.exit_json(changed=True, **result)
+
+
+def _validate(module: AnsibleModule, command: list[str], candidate: str, path: str) -> bool:
+    """Run the validate command on the candidate file; fail (nothing changed) if it refuses.
+    False when there is no validator to run."""
+    if not command:
+        return False
+    binary = module.get_bin_path(command[0])
+    if binary is None:
+        return False
+    if os.path.basename(command[0]) == "dockerd":
+        rc, out, err = module.run_command([binary, "--help"])
+        if "--validate" not in out + err:
+            return False  # dockerd before 23.0
+    rc, out, err = module.run_command([binary, *command[1:], candidate])
+    if rc != 0:
+        why = " | ".join((err or out).strip().splitlines()[-3:])
+        module.fail_json(msg=f"{' '.join(command)} refused the new {path} (exit {rc}): {why}; "
+                             f"{path} was left as it was")
+    return True
 
 
 if __name__ == "__main__":
