@@ -157,3 +157,22 @@ def test_daemon_down_fails_once_and_skips_what_reads_the_engine(tmp_path):
         ), check
     up, _ = doctor(tmp_path, containers=_engine())
     assert up["security.runc"].status != "skip"
+
+
+@pytest.mark.parametrize(
+    ("cmdline", "dropin", "status", "text"),
+    [
+        ("ro quiet", None, "ok", "no hugepages reserved"),
+        ("ro hugepagesz=2M hugepages=4096", None, "ok", "(the running kernel's command line: 8.0"),
+        # 100 GiB of 1 GiB pages on this host's 128 GiB: over 75 %, the boot takes it first.
+        ("ro hugepagesz=1G hugepages=100", None, "fail", "reserves 100.0 GiB of hugepages at boot"),
+        ("ro quiet", 'LLMHOST_CMDLINE="hugepagesz=2M hugepages=60000"\n', "fail", "the next boot"),
+    ],
+)
+def test_boot_time_pool_against_ram(tmp_path, cmdline, dropin, status, text):
+    files = {GRUB_DROPIN: dropin} if dropin else {}
+    checks, _ = doctor(tmp_path, cmdline=cmdline, files=files)
+    found = checks["memory.boot_hugepages"]
+    assert found.status == status and text in found.detail, found
+    if status == "fail":
+        assert found.remediation.startswith("ansible-playbook site.yml --tags cpu_isolation")

@@ -137,3 +137,41 @@ def transparent_hugepages(ctx: Context) -> Finding:
             "echo madvise > /sys/kernel/mm/transparent_hugepage/enabled",
         )
     return ok(f"THP mode '{mode}'")
+
+
+def _pool_bytes(params: dict[str, str]) -> int:
+    """Bytes a kernel command line reserves at boot (hugepages=N of hugepagesz, default 2M)."""
+    count = params.get("hugepages", "0")
+    size = params.get("hugepagesz", "2M").upper()
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if not count.isdigit() or not size[:-1].isdigit() or size[-1:] not in units:
+        return 0
+    return int(count) * int(size[:-1]) * units[size[-1]]
+
+
+def boot_hugepages(ctx: Context) -> Finding:
+    """A boot-time pool is taken before anything else runs: one larger than the RAM can spare
+    (RAM removed, a drop-in copied from a bigger host) leaves a host that cannot boot usefully."""
+    from llmhost.plan import MAX_HUGEPAGE_RAM_FRACTION
+
+    ram = ctx.facts.memory.total_kb * 1024
+    kernel = ctx.facts.kernel
+    boots = {"the running kernel's command line": kernel.params}
+    if kernel.grub_dropin_params:
+        boots["llmhost's GRUB drop-in (the next boot)"] = kernel.grub_dropin_params
+    sizes = {where: _pool_bytes(params) for where, params in boots.items()}
+    if not any(sizes.values()):
+        return ok("no hugepages reserved on the kernel command line")
+    if not ram:
+        return skip("MemTotal unknown")
+    limit = ram * MAX_HUGEPAGE_RAM_FRACTION
+    too_big = {where: size for where, size in sizes.items() if size > limit}
+    if not too_big:
+        shown = "; ".join(f"{w}: {s / 2**30:.1f} GiB" for w, s in sizes.items() if s)
+        return ok(f"boot-time pool within {MAX_HUGEPAGE_RAM_FRACTION:.0%} of RAM ({shown})")
+    where, size = next(iter(too_big.items()))
+    return fail(
+        f"{where} reserves {size / 2**30:.1f} GiB of hugepages at boot, more than "
+        f"{MAX_HUGEPAGE_RAM_FRACTION:.0%} of this host's {ram / 2**30:.1f} GiB RAM",
+        TAGS_FIX.format(tags="cpu_isolation") + "  (rewrites the drop-in from this host's plan)",
+    )

@@ -29,6 +29,7 @@ CHECKS: tuple[tuple[str, str, CheckFn], ...] = (
     ("gpu.uvm", "/dev/nvidia-uvm", gc.uvm_device),
     ("memory.hugepages", "2 MiB hugepages", hc.hugepages_reserved),
     ("memory.thp", "Transparent hugepages", hc.transparent_hugepages),
+    ("memory.boot_hugepages", "Boot-time hugepages vs RAM", hc.boot_hugepages),
     ("kernel.cpu_isolation", "CPU isolation", hc.cpu_isolation),
     ("kernel.governor", "CPU frequency governor", hc.cpu_governor),
     ("docker.engine", "Docker engine", cc.docker_engine),
