@@ -25,6 +25,8 @@ COMMANDS = {
     "down": "down",
     "logs": "logs",
     "bench": "bench",
+    "pull": "pull",
+    "models": "models",
     "completion": "completion",
 }
 
