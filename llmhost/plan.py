@@ -162,6 +162,7 @@ class ServicePlan:
     api_key_env: str
     shm_size: str | None
     memlock: bool = False
+    read_only_root: bool = False
 
 
 @dataclass(frozen=True)
@@ -697,6 +698,7 @@ def plan_services(
                 bench_concurrency=concurrency,
                 api_key_env=spec.api_key_env,
                 shm_size=spec.shm_size,
+                read_only_root=spec.read_only_root,
             )
         )
     return tuple(services), cpu_reason

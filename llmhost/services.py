@@ -31,6 +31,9 @@ class ServiceSpec:
     model_kind: str  # "gguf" (a file under models_dir) or "hf" (a model directory)
     default_serving: str
     shm_size: str | None = None  # /dev/shm for engines that pass tensors between processes
+    # A read-only root filesystem, /tmp a tmpfs: what llama-server needs (proven by the CPU
+    # e2e deploy). vLLM keeps a writable root until a GPU run proves its caches all go to /tmp.
+    read_only_root: bool = False
 
     @property
     def needs_llama_source(self) -> bool:
@@ -53,6 +56,7 @@ REGISTRY: dict[str, ServiceSpec] = {
             api_key_env="LLAMA_API_KEY",
             model_kind="gguf",
             default_serving="latency",
+            read_only_root=True,
         ),
         ServiceSpec(
             name="llama-gpu",
@@ -67,6 +71,7 @@ REGISTRY: dict[str, ServiceSpec] = {
             api_key_env="LLAMA_API_KEY",
             model_kind="gguf",
             default_serving="latency",
+            read_only_root=True,
         ),
         ServiceSpec(
             name="vllm-gpu",

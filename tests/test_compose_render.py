@@ -63,6 +63,9 @@ def test_compose_from_plan(tmp_path, which):
         assert svc["logging"] == {"driver": "json-file",
                                   "options": {"max-size": "20m", "max-file": "3"}}  # fmt: skip
         assert svc["pids_limit"] == 4096
+        writable_root = name == "vllm-gpu"  # until a GPU run proves vLLM's caches all go to /tmp
+        assert svc.get("read_only", False) is not writable_root
+        assert svc.get("tmpfs", ["/tmp"]) == ["/tmp"]
     for name in ("llama-gpu", "vllm-gpu"):
         gpu = services[name]
         assert "runtime" not in gpu  # one GPU path: the device request below

@@ -206,6 +206,12 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
     logs = llmhost("logs", "llama-cpu", "--tail", "200", env=env, check=True)
     assert "listening" in logs.stdout
 
+    (box,) = containers()
+    inspect = subprocess.run(["docker", "inspect", "-f", "{{json .HostConfig}}", box],
+                             capture_output=True, text=True, check=True).stdout  # fmt: skip
+    host_config = json.loads(inspect)
+    assert host_config["ReadonlyRootfs"] is True and "/tmp" in host_config["Tmpfs"]
+
     # CORS by default: a page served from this machine may call the service, any other may not.
     assert allowed_origin("http://localhost:3000") == "http://localhost:3000"
     assert allowed_origin("http://127.0.0.1:8080") == "http://127.0.0.1:8080"
