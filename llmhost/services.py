@@ -96,6 +96,37 @@ def spec(name: str) -> ServiceSpec:
     return REGISTRY[name]
 
 
+@dataclass(frozen=True)
+class EngineMetrics:
+    """Where an engine's /metrics says what `llmhost status` shows."""
+
+    running: str  # gauge: requests being decoded
+    waiting: str  # gauge: requests queued
+    tokens_total: str  # counter: tokens generated
+    kv_used: str | None = None  # gauge, 0-1: KV cache in use
+    kv_used_fallback: str | None = None  # its name in older releases
+    slots_endpoint: str | None = None  # else: per-slot context, from which KV use is computed
+
+
+METRICS: dict[str, EngineMetrics] = {
+    # llama-server --metrics (tools/server/server-task.cpp); it exports no KV gauge: /slots.
+    LLAMA_CPP: EngineMetrics(
+        running="llamacpp:requests_processing",
+        waiting="llamacpp:requests_deferred",
+        tokens_total="llamacpp:tokens_predicted_total",
+        slots_endpoint="/slots",
+    ),
+    # vLLM's Prometheus metrics (vllm/v1/metrics/loggers.py); gpu_cache_usage_perc in older ones.
+    VLLM: EngineMetrics(
+        running="vllm:num_requests_running",
+        waiting="vllm:num_requests_waiting",
+        tokens_total="vllm:generation_tokens_total",
+        kv_used="vllm:kv_cache_usage_perc",
+        kv_used_fallback="vllm:gpu_cache_usage_perc",
+    ),
+}
+
+
 # ---------------------------------------------------------------- serving configurations
 
 

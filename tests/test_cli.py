@@ -286,3 +286,8 @@ def test_doctor_host_files_without_a_plan_or_without_json():
     assert_one_clear_line(run("doctor", "--host-files"), 2, "--host-files goes with --json")
     bad = CliRunner().invoke(cli, ["--config", "-", "plan"], input="inference_cores: [\n")
     assert_one_clear_line(bad, 2, "config on stdin is not valid YAML")
+
+
+def test_status_with_the_engine_down_is_one_line():
+    env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+    assert_one_clear_line(run("status", env=env), 1, "Docker engine not reachable")

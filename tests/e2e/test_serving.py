@@ -197,6 +197,15 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
     assert report["image_labels"]["io.llmhost.profile"] == "cpu"
     assert report["host"]["cpu"]["microarchitecture"]
 
+    # status: the container and, from llama-server's own /metrics and /slots, what it is doing.
+    (row,) = json.loads(llmhost("status", "--json", env=env, check=True).stdout)
+    assert (row["model"], row["ctx"]) == ("tiny.gguf", 1024) and row["where"].startswith("CPU ")
+    now = row["live"]
+    assert now["error"] is None and now["running"] == 0 and now["slots"] >= 1
+    assert now["tokens_total"] >= 4 * 32 and now["kv_used_pct"] is not None  # the bench's
+    table = llmhost("status", env=env, check=True).stdout
+    assert "TOK/S" in table and "tiny.gguf" in table
+
     doctor = json.loads(llmhost("doctor", "--json", env=env).stdout)
     checks = {c["id"]: c for c in doctor["checks"]}
     assert checks["images.flags"]["status"] == "ok", checks["images.flags"]
