@@ -7,11 +7,13 @@ to a commit, every file checked against the Hub's sha256, and a record of where 
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import hashlib
 import json
 import os
 import re
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -107,8 +109,25 @@ def _explain(exc: Exception, repo: str, revision: str) -> LlmhostError:
             f"cannot reach the Hub at {endpoint()} ({kind}): offline? On an air-gapped host, "
             "copy the model into models_dir by hand (see `llmhost pull --help`)"
         )
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return LlmhostError(
+            f"the disk of models_dir filled up while pulling {repo}: free space, then run "
+            "llmhost pull again (it resumes the partial download)"
+        )
     first = str(exc).splitlines()[0] if str(exc) else kind
     return LlmhostError(f"pulling {repo}@{revision} failed: {first[:300]}")
+
+
+def _check_space(models: Path, sizes: list[int | None]) -> None:
+    """Refuse before downloading what the disk cannot hold (files already there count as 0:
+    the client skips or resumes them, so this errs on the generous side)."""
+    need = sum(size or 0 for size in sizes)
+    free = shutil.disk_usage(models).free
+    if need > free:
+        raise LlmhostError(
+            f"{need / 2**30:.2f} GiB to download and {free / 2**30:.2f} GiB free in {models}: "
+            "free space there, or set models_dir to a larger disk"
+        )
 
 
 def _sha256(path: Path) -> str:
@@ -187,6 +206,7 @@ def pull(
                     f"{repo}@{revision} has no file {filename}; GGUF files: {listed}"
                 )
             target = name or filename
+            _check_space(models, [expected[filename][0]])
             staging = models / Path(target).parent
             staging.mkdir(parents=True, exist_ok=True)
             got = Path(hub.hf_hub_download(repo, filename, revision=commit, local_dir=staging,
@@ -204,6 +224,7 @@ def pull(
                     f"file name it: llmhost pull {repo} FILE.gguf"
                 )
             target = name or repo.split("/")[1]
+            _check_space(models, [expected[f][0] for f in wanted])
             root = models / target
             hub.snapshot_download(repo, revision=commit, local_dir=root, allow_patterns=wanted,
                                   endpoint=endpoint())  # fmt: skip

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,26 @@ def test_models_lists_copied_files_and_flags_unreadable_ones(env, gguf_bytes):
         listed["copied.gguf"]["quantization"] == "Q4_0" and listed["copied.gguf"]["source"] is None
     )
     assert listed["broken.gguf"]["error"] and "unreadable" in run(env, "models").output
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """models_dir on a 128 KiB tmpfs (root only: a real full disk, not a simulated one)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_disk_too_small_is_refused_before_downloading(env, small_disk, hub):
+    config = Path(env["LLMHOST_CONFIG"])
+    config.write_text(f"models_dir: {small_disk}\n")
+    result = run(env, "pull", "acme/tiny-GGUF", "tiny.Q4_0.gguf", "-q")
+    one_line(result, 1, "GiB to download and")
+    assert "free space there" in result.output
+    assert [p for p in small_disk.iterdir() if not p.name.startswith(".")] == []
+    assert not [r for r in hub.requests if "/resolve/" in r[1] and r[0] == "GET"]
