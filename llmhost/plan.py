@@ -266,7 +266,7 @@ def kernel_params(cores: CorePlan, hugepages: HugepagePlan, boot_hugepages: bool
             "irqaffinity": cores.housekeeping_cpulist,
         }
     if boot_hugepages and hugepages.pages:
-        params.update(hugepagesz="2M", hugepages=str(hugepages.pages))
+        params.update(hugepagesz=f"{hugepages.page_kb // 1024}M", hugepages=str(hugepages.pages))
     return params
 
 

@@ -11,6 +11,7 @@ import math
 from llmhost.cpulist import format_cpulist
 from llmhost.doctor.result import Context, Finding, fail, ok, skip, warn
 from llmhost.facts.processes import ServiceProcess, ThreadInfo
+from llmhost.plan import HUGEPAGE_KB
 
 CPU_SERVICE = "llama-cpu"
 SIGBUS_EXIT = 128 + 7  # a shell reports a child killed by SIGBUS as exit status 135
@@ -230,13 +231,13 @@ def threads_pinned(ctx: Context) -> Finding:
 
 def pool_used(ctx: Context) -> Finding:
     """A reserved pool nothing maps is RAM withheld from the host for nothing."""
-    pool = ctx.facts.memory.pool(2048)
+    pool = ctx.facts.memory.pool(HUGEPAGE_KB)
     if pool is None or pool.total == 0:
         return ok("no 2 MiB pool reserved")
     in_use = pool.total - pool.free
     size = f"{pool.total} x 2 MiB pages ({pool.total * 2} MiB)"
     users = [
-        f"{p.service} ({p.project}): {p.memory.hugetlb_kb // 2048}"
+        f"{p.service} ({p.project}): {p.memory.hugetlb_kb // HUGEPAGE_KB}"
         for p in ctx.facts.processes.services
         if p.memory and p.memory.hugetlb_kb
     ]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from llmhost.plan import HUGEPAGE_KB
 from tests.ansible.support import REPO, ROLES, ansible_playbook, run_module
 
 pytestmark = pytest.mark.ansible
@@ -283,7 +284,7 @@ def _kernel_double(root: Path, *, grants: bool) -> Path:
 
 def test_hugepages_pool_set_and_read_back(tmp_path: Path) -> None:
     pool = _kernel_double(tmp_path / "root", grants=True)
-    args = {"pages": 41, "root": str(tmp_path / "root")}
+    args = {"pages": 41, "page_kb": HUGEPAGE_KB, "root": str(tmp_path / "root")}
     checked = run_module("llmhost_hugepages", args, tmp_path, library=HUGEPAGES_LIB, check=True)
     assert checked["changed"] and pool.read_text() == "0\n"
     first = run_module("llmhost_hugepages", args, tmp_path, library=HUGEPAGES_LIB)
@@ -297,8 +298,8 @@ def test_hugepages_pool_set_and_read_back(tmp_path: Path) -> None:
 def test_hugepages_shortfall_is_reported(tmp_path: Path) -> None:
     root = tmp_path / "root"
     _kernel_double(root, grants=False)
-    result = run_module("llmhost_hugepages", {"pages": 41, "root": str(root)}, tmp_path,
-                        library=HUGEPAGES_LIB)  # fmt: skip
+    args = {"pages": 41, "page_kb": HUGEPAGE_KB, "root": str(root)}
+    result = run_module("llmhost_hugepages", args, tmp_path, library=HUGEPAGES_LIB)
     assert (result["requested"], result["granted"], result["shortfall"]) == (41, 0, 41)
     assert any("compacted" in a for a in result["actions"])
     assert (root / "proc/sys/vm/compact_memory").read_text().strip() == "1"

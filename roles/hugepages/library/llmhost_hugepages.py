@@ -25,9 +25,9 @@ options:
     type: int
     required: true
   page_kb:
-    description: Page size in KiB.
+    description: Page size in KiB (the plan's, C(llmhost_facts_plan.hugepages.page_kb)).
     type: int
-    default: 2048
+    required: true
   compact:
     description: On a shortfall, drop caches and compact memory, then retry once.
     type: bool
@@ -77,7 +77,7 @@ def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "pages": {"type": "int", "required": True},
-            "page_kb": {"type": "int", "default": 2048},
+            "page_kb": {"type": "int", "required": True},
             "compact": {"type": "bool", "default": True},
             "root": {"type": "path", "default": "/"},
         },
