@@ -214,6 +214,8 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
 
     logs = llmhost("logs", "llama-cpu", "--tail", "200", env=env, check=True)
     assert "listening" in logs.stdout
+    every = llmhost("logs", "--tail", "200", env=env, check=True).stdout  # all services
+    assert any(line.startswith("llama-cpu") and "listening" in line for line in every.splitlines())
 
     (box,) = containers()
     inspect = subprocess.run(["docker", "inspect", "-f", "{{json .HostConfig}}", box],
