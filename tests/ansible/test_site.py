@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.support import Run, ansible_playbook, host_state, state_diff
+from tests.ansible.support import Run, ansible_playbook, host_state, role_file, state_diff
 from tests.e2e import infra
 
 pytestmark = [pytest.mark.ansible, pytest.mark.docker, pytest.mark.e2e]
@@ -209,6 +209,9 @@ def ci(saved_host: None, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
         "llmhost_images_llama_source": str(source),
         "llmhost_images_base_image": base,
         "docker_daemon_options": {"labels": [LABEL]},
+        # Debian 12's docker.io (20.10) is below the engine floor; Docker's repository is not
+        # reachable from CI, so the run keeps it, as a user must say explicitly.
+        "docker_accept_below_floor": True,
         "llmhost_validation_out_dir": str(work / "bench"),
         # Debian 12's docker.io ships runc 1.1.5 with no fix for CVE-2025-31133/52565/52881;
         # doctor rightly fails it and nothing but docker_package_source: docker fixes it.
@@ -430,6 +433,23 @@ def test_grub_less_host_is_reported_not_broken(ci: Inputs) -> None:
     assert run.rc == 0 and run.recap["changed"] == 0, run.tail()
     assert "no GRUB on this host (/nonexistent/default/grub is missing)" in run.output
     assert state_diff(before, host_state(PROJECT)) == []
+
+
+def test_engine_below_the_floor_is_refused_unless_accepted(ci: Inputs) -> None:
+    before = host_state(PROJECT)
+    run = site(ci, "--tags", "docker", extra={"docker_accept_below_floor": False})
+    from llmhost.versions import compare_versions
+
+    installed = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout
+    version = re.search(r"version ([0-9]+(?:\.[0-9]+)*)", installed).group(1)
+    floor = role_file("docker", "defaults/main.yml")["docker_engine_min_version"]
+    if compare_versions(version, floor) < 0:
+        assert run.rc != 0 and "is below llmhost's security floor" in run.output, run.tail()
+        assert "docker_package_source: docker" in run.output
+        assert "docker_accept_below_floor: true" in run.output
+    else:  # an engine at or above the floor passes
+        assert run.rc == 0, run.tail()
+    assert state_diff(before, host_state(PROJECT)) == []  # refused before touching anything
 
 
 def test_docker_role_starts_dockerd_without_systemd(ci: Inputs) -> None:
