@@ -207,11 +207,10 @@ def pull(
                 )
             target = name or filename
             _check_space(models, [expected[filename][0]])
-            staging = models / Path(target).parent
-            staging.mkdir(parents=True, exist_ok=True)
-            got = Path(hub.hf_hub_download(repo, filename, revision=commit, local_dir=staging,
+            got = Path(hub.hf_hub_download(repo, filename, revision=commit, local_dir=models,
                                            endpoint=endpoint()))  # fmt: skip
-            if got != models / target:
+            if got != models / target:  # --name: the file where the config will name it
+                (models / target).parent.mkdir(parents=True, exist_ok=True)
                 got.replace(models / target)
             sums = _verify(models, [target], {target: expected[filename]})
             files = {filename: sums[target]}

@@ -206,3 +206,14 @@ def test_a_disk_too_small_is_refused_before_downloading(env, small_disk, hub):
     assert "free space there" in result.output
     assert [p for p in small_disk.iterdir() if not p.name.startswith(".")] == []
     assert not [r for r in hub.requests if "/resolve/" in r[1] and r[0] == "GET"]
+
+
+def test_name_places_the_file_where_the_config_will_name_it(env, gguf_bytes):
+    done = run(env, "pull", "acme/tiny-GGUF", "tiny.Q4_0.gguf", "--name", "llama/tiny.gguf", "-q")
+    assert done.exit_code == 0, done.output
+    models = Path(env["MODELS"])
+    assert (models / "llama" / "tiny.gguf").read_bytes() == gguf_bytes
+    assert not (models / "tiny.Q4_0.gguf").exists()
+    assert "model: llama/tiny.gguf" in done.output
+    (entry,) = json.loads(run(env, "models", "--json").output)
+    assert entry["name"] == "llama/tiny.gguf" and entry["source"].startswith("acme/tiny-GGUF@")
