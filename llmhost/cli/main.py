@@ -31,6 +31,15 @@ COMMANDS = {
 }
 
 
+def usage_line(exc: click.UsageError) -> None:
+    """A usage error as one line, like every other refusal (click prints three); `llmhost`
+    alone still shows the help."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    where = exc.ctx.command_path if exc.ctx else "llmhost"
+    abort(f"{exc.format_message()} (see {where} --help)", exc.exit_code)
+
+
 class LazyGroup(click.Group):
     """Imports a command's module on use, so `llmhost doctor` stays fast."""
 
@@ -46,9 +55,23 @@ class LazyGroup(click.Group):
             command.params.extend(command_options())
         return command
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: object,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)  # type: ignore[arg-type]
+        except click.UsageError as exc:
+            usage_line(exc)
+
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            usage_line(exc)
         except LlmhostError as exc:
             message = str(exc)
             if exc.fix and exc.fix not in message:
