@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import tarfile
 import tempfile
@@ -30,6 +31,11 @@ Progress = Callable[[str], None]
 DEFAULT_LLAMA_REF = "b10864"
 LABEL_SOURCE_FIXES = "io.llmhost.llama.source_fixes"  # ids of llmhost.source_fixes applied
 LABEL_LEFT_OUT = "io.llmhost.isa.left_out"  # ISA features the plan switched off, and why
+# Each base image the Dockerfile names, as the digest it resolved to when this image was built:
+# "debian:bookworm-slim=sha256:...". A registry's digest where the engine has one, else the
+# local image id (an imported base has no registry digest).
+LABEL_BASE_IMAGES = "io.llmhost.base_images"
+_FROM = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE)
 CUDA_IMAGE = "nvidia/cuda:{version}-{flavour}-{os}"  # the devel one also holds cuobjdump
 
 
@@ -155,6 +161,37 @@ def build_context(
                         tar.add(os.path.join(root, name), arcname, recursive=False)
     buf.seek(0)
     return buf
+
+
+def from_refs(dockerfile: str) -> list[str]:
+    """The images a Dockerfile builds FROM, in order, without earlier stages and scratch."""
+    stages: set[str] = set()
+    refs: list[str] = []
+    for line in dockerfile.splitlines():
+        if match := _FROM.match(line):
+            ref, stage = match.group(1), match.group(2)
+            if ref.lower() not in stages and ref != "scratch" and ref not in refs:
+                refs.append(ref)
+            if stage:
+                stages.add(stage.lower())
+    return refs
+
+
+def base_digests(client: Any, dockerfile: str) -> str:
+    """LABEL_BASE_IMAGES' value: each FROM image and the digest it is now (after the build,
+    the engine has every base it pulled)."""
+    from docker.errors import DockerException
+
+    resolved = []
+    for ref in from_refs(dockerfile):
+        try:
+            info = client.inspect_image(ref)
+        except DockerException:
+            resolved.append(f"{ref}=unresolved")
+            continue
+        digests = [d.split("@", 1)[1] for d in info.get("RepoDigests") or [] if "@" in d]
+        resolved.append(f"{ref}={digests[0] if digests else info['Id']}")
+    return ", ".join(resolved)
 
 
 def labels_for(svc: ServicePlan, plan: Plan, source: LlamaSource | None) -> dict[str, str]:
@@ -354,6 +391,7 @@ def build_images(
         )
         if needs_source and not svc.gpu:  # a CPU llama.cpp image: self-test it here
             found.update(selftest_gate(client, svc, candidate, plan, progress, run=selftest_here))
+        found[LABEL_BASE_IMAGES] = base_digests(client, dockerfile)
         image_id = add_labels(client, candidate, found) if found else info["Id"]
         if found.get(selftest.LABEL) == "passed":
             selftest.remember(image_id, plan.build.cpu_model, "self-test passed at build")

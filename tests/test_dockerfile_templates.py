@@ -187,6 +187,16 @@ def test_llama_images_build_in_two_stages(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", LLAMA_SAMPLES)
+def test_the_base_images_recorded_are_the_ones_built_from(name: str) -> None:
+    from llmhost.build import from_refs
+
+    text, values, _ = render(name)
+    base = values.get("base_image")
+    wanted = [values.get("cuda_devel_image", base), values.get("cuda_runtime_image", base)]
+    assert from_refs(text) == list(dict.fromkeys(wanted))  # a stage named twice counts once
+
+
+@pytest.mark.parametrize("name", LLAMA_SAMPLES)
 def test_cmake_gets_every_planned_flag_verbatim(name: str) -> None:
     _, values, instructions = render(name)
     args = cmake_configure_args(instructions)

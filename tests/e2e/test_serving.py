@@ -155,6 +155,11 @@ def test_image_labels_record_the_plan(built: dict[str, str]) -> None:
         assert flag in labels["io.llmhost.llama.cmake_flags"].split()
     assert labels["io.llmhost.profile"] == "cpu"
     assert labels["io.llmhost.llama.commit"]
+    # The base image as the digest it was when built (an imported base: its image id).
+    base = built["E2E_BASE_IMAGE"]
+    base_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", base],
+                             capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert labels["io.llmhost.base_images"] == f"{base}={base_id}"
     user = subprocess.run(
         ["docker", "image", "inspect", "-f", "{{.Config.User}}", "llmhost/llama-cpu:latest"],
         capture_output=True,
