@@ -79,11 +79,19 @@ def write_secrets(plan: Plan, config: Config) -> Path | None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.parent.chmod(0o700)
-    fd = os.open(path.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets_env(plan, config.api_key))
-    path.with_suffix(".tmp").replace(path)
+    write_private(path, secrets_env(plan, config.api_key).encode())
     return path
+
+
+def write_private(dest: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` through a 0600 temporary file, give it `mode`, then rename it into place:
+    never readable by others on the way, never half-written."""
+    tmp = dest.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.chmod(tmp, mode)
+    tmp.replace(dest)
 
 
 def compose(project: str, *args: str, capture: bool = True, timeout: float = 600) -> str:
@@ -177,9 +185,12 @@ class Previous:
     project: str
     healthy: tuple[str, ...]
 
-    def files(self) -> list[Path]:
-        path = compose_path(self.project)
-        return [path, path.with_name(SECRETS_FILE)]
+
+
+def project_files(project: str) -> list[Path]:
+    """What a deployment is on disk: its compose file and the env file with the key."""
+    path = compose_path(project)
+    return [path, path.with_name(SECRETS_FILE)]
 
 
 def keep_previous(project: str) -> Previous | None:
@@ -191,29 +202,20 @@ def keep_previous(project: str) -> Previous | None:
         s.service for s in service_states(project) if s.state == "running" and s.health == "healthy"
     )
     previous = Previous(project, healthy)
-    for path in previous.files():
+    for path in project_files(project):
         kept = path.with_name(path.name + PREVIOUS)
         kept.unlink(missing_ok=True)
         if path.exists():
-            _copy_private(path, kept)
+            write_private(kept, path.read_bytes(), path.stat().st_mode & 0o777)
     return previous
-
-
-def _copy_private(src: Path, dest: Path) -> None:
-    """Copy with src's mode, never wider while it is written (secrets.env is 0600)."""
-    fd = os.open(dest.with_suffix(".tmp"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(src.read_bytes())
-    os.chmod(dest.with_suffix(".tmp"), src.stat().st_mode & 0o777)
-    dest.with_suffix(".tmp").replace(dest)
 
 
 def put_back_files(project: str, previous: Previous | None) -> None:
     """The previous deployment's files in place again; none when there was none."""
-    for path in Previous(project, ()).files():
+    for path in project_files(project):
         kept = path.with_name(path.name + PREVIOUS)
         if previous is not None and kept.exists():
-            _copy_private(kept, path)
+            write_private(path, kept.read_bytes(), kept.stat().st_mode & 0o777)
         else:
             path.unlink(missing_ok=True)
 

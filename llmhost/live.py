@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
@@ -116,7 +115,7 @@ def read_live(
     for svc in services:
         try:
             now = sample(svc, api_key)
-        except (OSError, ValueError, urllib.error.HTTPError) as exc:
+        except (OSError, ValueError) as exc:  # HTTPError is an OSError
             out[svc.name] = Live(svc.name, error=str(getattr(exc, "reason", exc))[:120])
             continue
         readings[svc.name] = now

@@ -210,12 +210,13 @@ class FakeEngine:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 import json
+                import re
 
                 engine.requests.append(self.path)
-                found = self.path.split("?")[0] in engine.routes
-                body = json.dumps(
-                    engine.routes[self.path.split("?")[0]] if found else {"message": "no such"}
-                ).encode()
+                route = re.sub(r"^/v[0-9.]+/", "/", self.path.split("?")[0])  # /v1.46/info too
+                found = route in engine.routes
+                answer = engine.routes[route] if found else {"message": "no such"}
+                body = json.dumps(answer).encode()
                 self.send_response(200 if found else 404)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -29,6 +29,7 @@ from llmhost.sources import (
     LiveSource,
     SnapshotSource,
     _docker_call,
+    _docker_sdk_call,
 )
 from llmhost.untrusted import is_hostname
 from tests.support import CPUINFO, ZEN4_SNAPSHOT, FakeEngine, write_host_tree
@@ -343,6 +344,14 @@ def test_recording_keeps_only_used_docker_info_keys_and_our_containers(fake_dock
     labels = json.loads(out)[0]["Labels"]
     assert labels["io.llmhost.service"] == "llama-cpu"
     assert labels["com.docker.compose.project"] == "llmhost"
+
+
+@pytest.mark.parametrize("key", sorted(DOCKER_CALLS))
+def test_the_docker_sdk_path_reads_what_the_socket_path_reads(fake_docker, key):
+    """A tcp/ssh DOCKER_HOST goes through the docker SDK: same queries, same reduced facts."""
+    direct = _docker_call(key)
+    assert direct.ok, direct.error
+    assert _docker_sdk_call(key).stdout == direct.stdout
 
 
 def test_inspect_keeps_no_secrets_and_errors_are_sentences(fake_docker, monkeypatch):
