@@ -43,6 +43,7 @@ class ServiceConfig:
     cuda_graphs: bool | None = None
     gpu_memory_utilization: float | None = None  # vLLM: else the GPU memory plan's share
     tensor_parallel_size: int | None = None  # vLLM: else the smallest group the model fits
+    api_servers: int | None = None  # vLLM front-end processes: else sized from its CPUs
     gpus: tuple[int, ...] | None = None  # GPU indices: else the GPU memory plan's placement
     targets: dict[str, float] = field(default_factory=dict)  # over the serving mode's gates
 
@@ -239,7 +240,7 @@ def _names(cls: type) -> set[str]:
 ENGINE_ONLY = {
     "kv_tokens": LLAMA_CPP, "cache_type": LLAMA_CPP, "gpu_layers": LLAMA_CPP,
     "flash_attn": LLAMA_CPP, "kv_cache_dtype": VLLM, "gpu_memory_utilization": VLLM,
-    "tensor_parallel_size": VLLM,
+    "tensor_parallel_size": VLLM, "api_servers": VLLM,
 }  # fmt: skip
 GPU_ONLY = ("gpu_layers", "cuda_graphs", "gpu_memory_utilization", "tensor_parallel_size", "gpus")
 
@@ -284,6 +285,7 @@ def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig
         "cuda_graphs": _check_bool,
         "gpu_memory_utilization": lambda k, v: _check_float(k, v, 0.05, 0.98),
         "tensor_parallel_size": lambda k, v: _check_choice(k, v, (1, 2, 4, 8)),
+        "api_servers": lambda k, v: _check_int(k, v, 1, 32),
         "gpus": _check_gpus,
     }
     for name, check in optional.items():

@@ -186,7 +186,6 @@ class Previous:
     healthy: tuple[str, ...]
 
 
-
 def project_files(project: str) -> list[Path]:
     """What a deployment is on disk: its compose file and the env file with the key."""
     path = compose_path(project)

@@ -501,6 +501,13 @@ HUGEPAGE_SLACK_PAGES = 16
 # llama.cpp GPU services' share of the CPUs the GPU engines get (vLLM's API server, tokenizer and
 # engine process want more); at least one core, at most this many.
 LLAMA_GPU_MAX_CORES = 4
+# vLLM's HTTP front end is one Python process unless told otherwise: it parses, tokenizes,
+# detokenizes and streams every request itself, so a burst of new users queues behind it
+# (~2 ms each on the H200 machine's Xeon: TTFT p90 112 ms at 32 users, 143 ms at 64,
+# benchmarks/results/h200-2026-11-29). More front-end processes share that work; the engine
+# keeps a CPU per process of its own (the scheduler, and one per GPU worker when
+# tensor-parallel), and each front end gets two.
+VLLM_MAX_API_SERVERS = 4
 Models = dict[str, ModelHeader | HfModel]
 
 
@@ -522,6 +529,12 @@ def llama_kv_tokens(spec: ServiceSpec, svc: ServiceConfig) -> int:
     if preset.kv_unified:
         return svc.ctx_size * preset.kv_tokens_per_ctx
     return svc.ctx_size * (parallel_of(spec, svc) or 1)
+
+
+def vllm_api_servers(cpus: int, tensor_parallel_size: int) -> int:
+    """Front-end processes for a vLLM engine given `cpus` host CPUs: 1 to VLLM_MAX_API_SERVERS."""
+    engine = 1 + (tensor_parallel_size if tensor_parallel_size > 1 else 0)
+    return max(1, min(VLLM_MAX_API_SERVERS, (cpus - engine) // 2))
 
 
 def gpu_engine_cpus(
@@ -604,6 +617,7 @@ def _knobs(
     spec: ServiceSpec,
     svc: ServiceConfig,
     cores: CorePlan,
+    cpus: tuple[int, ...],
     threads: int,
     use_pages: bool,
     memory: GpuMemoryPlan | None,
@@ -614,6 +628,7 @@ def _knobs(
     cuda_graphs = preset.cuda_graphs if svc.cuda_graphs is None else svc.cuda_graphs
     if spec.engine == VLLM:
         place = memory.placements[spec.name] if memory else None
+        tp = place.tensor_parallel_size if place else 1
         return VllmKnobs(
             port=spec.container_port,
             model=model,
@@ -621,10 +636,11 @@ def _knobs(
             max_num_seqs=(place.max_num_seqs if place else None) or parallel_of(spec, svc) or 1,
             gpu_memory_utilization=(place.utilization if place else None) or 0.9,
             kv_cache_dtype=svc.kv_cache_dtype,
-            tensor_parallel_size=place.tensor_parallel_size if place else 1,
+            tensor_parallel_size=tp,
             chunked_prefill=preset.chunked_prefill,
             prefix_caching=preset.prefix_caching,
             cuda_graphs=cuda_graphs,
+            api_servers=svc.api_servers or vllm_api_servers(len(cpus), tp),
             cors_origin=cors_origin,
         )
     on_gpu = spec.device == "gpu"
@@ -672,7 +688,7 @@ def plan_services(
         cpus = engine_cpus[spec.name] if on_gpu else cores.inference_cpus
         threads = min(4, len(cpus)) if on_gpu else len(cores.compute_cpus)
         use_pages = not on_gpu and hugepages.pages > 0
-        knobs = _knobs(spec, svc, cores, threads, use_pages, memory, config.cors_origin)
+        knobs = _knobs(spec, svc, cores, cpus, threads, use_pages, memory, config.cors_origin)
         concurrency, targets = TARGETS[(spec.engine, spec.device, serving_of(spec, svc))]
         place = memory.placements.get(spec.name) if memory else None
         services.append(

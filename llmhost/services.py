@@ -225,6 +225,11 @@ class LlamaKnobs:
             args += ["--load-mode", "none"]
         return tuple(args)
 
+    @property
+    def host_work(self) -> str:
+        """What runs on the service's CPUs, for the plan's summary."""
+        return f"threads {self.threads}"
+
     def env(self) -> dict[str, str]:
         # CORS by environment: a llama-server older than --cors-origins (PR 25655, 2026-07)
         # ignores the variable, where the flag would stop it from starting.
@@ -252,6 +257,7 @@ class VllmKnobs:
     chunked_prefill: bool = True
     prefix_caching: bool = True
     cuda_graphs: bool = True  # off: --enforce-eager
+    api_servers: int = 1  # HTTP front-end processes in front of the one engine
     cors_origin: str = CORS_LOCALHOST
 
     @property
@@ -274,8 +280,15 @@ class VllmKnobs:
         args += ["--enable-prefix-caching" if self.prefix_caching else "--no-enable-prefix-caching"]
         if not self.cuda_graphs:
             args += ["--enforce-eager"]
+        if self.api_servers > 1:
+            args += ["--api-server-count", str(self.api_servers)]
         args += ["--allowed-origins", self.allowed_origins]
         return tuple(args)
+
+    @property
+    def host_work(self) -> str:
+        """What runs on the service's CPUs, for the plan's summary."""
+        return f"api servers {self.api_servers}"
 
     def env(self) -> dict[str, str]:
         # Non-root user: caches go to a writable place. Offline and no usage reports: the model

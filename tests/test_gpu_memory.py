@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmhost.cli.render import render_plan
 from llmhost.config import Config, ServiceConfig, parse_config
+from llmhost.errors import LlmhostError
 from llmhost.facts import gather
 from llmhost.gpu_memory import GIB, MIB, RESERVE_MIB, GpuMemoryError
 from llmhost.models import HfModel, ModelHeader
-from llmhost.plan import make_plan
+from llmhost.plan import make_plan, vllm_api_servers
 from llmhost.services import LlamaKnobs, VllmKnobs
 from llmhost.sources import LiveSource
 from tests.support import CPUINFO, RTX_5090, FakeGpu, FakeNvml, write_host_tree
@@ -311,3 +313,28 @@ def test_bad_gpu_input_is_one_line_and_nothing_starts(tmp_path, monkeypatch, ser
         assert len(lines) == 1 and lines[0].startswith(f"llmhost: {starts}"), result.output
         assert "Traceback" not in result.output
         assert not (tmp_path / "state").exists()  # nothing rendered, nothing started
+
+
+def test_vllm_front_ends_are_sized_from_its_cpus(tmp_path, capsys):
+    """vLLM's HTTP front end is one process unless the plan gives it more: with the gpu profile
+    the 9950X's cores are free for it (4 front ends); beside llama-cpu's isolated cores it has
+    few (1); tensor parallelism keeps a CPU per GPU worker; llmhost.yaml can say how many."""
+    facts = host(tmp_path, RTX_5090)
+    gpu_plan = plan_for(facts).service("vllm-gpu")
+    assert isinstance(gpu_plan.knobs, VllmKnobs) and gpu_plan.knobs.api_servers == 4
+    assert gpu_plan.args[gpu_plan.args.index("--api-server-count") + 1] == "4"
+    all_plan = plan_for(facts, profile="all").service("vllm-gpu")
+    assert all_plan.knobs.api_servers == 1 and "--api-server-count" not in all_plan.args
+    render_plan(plan_for(facts, profile="all"), width=200)
+    assert "cpuset 6-7,22-23  api servers 1  GPU 0" in capsys.readouterr().out
+    fixed = plan_for(facts, config(vllm_gpu={"api_servers": 2})).service("vllm-gpu")
+    assert fixed.args[fixed.args.index("--api-server-count") + 1] == "2"
+    assert [vllm_api_servers(n, 1) for n in (1, 2, 4, 6, 8, 12, 64)] == [1, 1, 1, 2, 3, 4, 4]
+    assert [vllm_api_servers(n, 2) for n in (4, 6, 8, 12)] == [1, 1, 2, 4]
+
+
+def test_api_servers_is_a_vllm_setting(tmp_path):
+    with pytest.raises(LlmhostError, match=r"services.llama-gpu.api_servers.*vllm setting"):
+        config(llama_gpu={"api_servers": 2})
+    with pytest.raises(LlmhostError, match=r"services.vllm-gpu.api_servers"):
+        config(vllm_gpu={"api_servers": 0})

@@ -94,7 +94,7 @@ def render_plan(plan: Plan, width: int | None = None) -> None:
         gpus = f"  GPU {','.join(map(str, s.gpus))}" if s.gpus else ""
         text = (
             f"{s.bind_address}:{s.port}  {s.serving}  cpuset {s.cpuset}  "
-            f"threads {s.threads}{gpus}  image {s.image}"
+            f"{s.knobs.host_work}{gpus}  image {s.image}"
         )
         lines += wrap(text, width, f"  service {s.name:<9} ", " " * 20)
     if plan.gpu_memory:
