@@ -14,8 +14,9 @@ from llmhost.config import Config
 from llmhost.facts import gather
 from llmhost.live import Sample, live, parse_prometheus, read_live
 from llmhost.plan import make_plan
+from llmhost.services import METRICS, VLLM
 from llmhost.sources import SnapshotSource
-from tests.support import H100_SNAPSHOT
+from tests.support import FIXTURES, H100_SNAPSHOT
 
 LLAMA_METRICS = """# HELP llamacpp:tokens_predicted_total Number of generation tokens processed
 # TYPE llamacpp:tokens_predicted_total counter
@@ -100,6 +101,18 @@ def test_two_readings_give_tokens_per_second(services, name, text, kv):
     assert now.tokens_total == 1100 and now.tokens_per_s > 0
     assert now.kv_used_pct == pytest.approx(kv)  # llama: (300 + 100) of 2000 slot tokens
     assert now.running == (2 if name == "llama-gpu" else 7) and now.slots
+
+
+def test_real_vllm_metrics_with_four_api_servers(services):
+    """vLLM 0.26's /metrics from the H200 run, 4 API servers (Prometheus multi-process mode),
+    read after its sweeps: one series per name, the engine's own totals."""
+    text = (FIXTURES / "device" / "vllm-0.26-metrics-4-api-servers.txt").read_text()
+    metrics = parse_prometheus(text)
+    names = METRICS[VLLM]
+    assert {names.running, names.waiting, names.tokens_total, names.kv_used} <= set(metrics)
+    row = live(services["vllm-gpu"], None, Sample(1.0, metrics, metrics[names.kv_used]))
+    assert row.running == 0 and row.waiting == 0 and row.kv_used_pct == 0.0
+    assert row.tokens_total == 33011.0  # 4 sweeps x 64 requests x 128 tokens, and warm-ups
 
 
 def test_rate_is_the_counters_difference_over_time(services):

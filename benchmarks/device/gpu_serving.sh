@@ -19,15 +19,17 @@
 #   amx       the AMX self-tests and speed rounds (benchmarks/device/amx_check.py on the bundle
 #             benchmarks/device/amx_variants.py made, carried in setup as .device/amx.txz)
 # Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE
-# Calls: setup (carry .device/{llama-src.txz,ggml-vocab-llama-spm.gguf,whl} and the last payload
-# part with payload.sha256), one `part` call per other part, install, bench, bench2, tp.
+# Calls: setup (carry .device/{llama-src.txz,llama-ui.txz,ggml-vocab-llama-spm.gguf,whl} and the
+# last payload part with payload.sha256), one `part` call per other part, install, wait, bench,
+# bench2, tp. Run 2026-11-30 (benchmarks/results/h200x2-2026-11-30): the payload then lacked
+# flashinfer, carried afterwards in .device/whl-fi and installed by `vllm-restart`.
 set -uo pipefail
 PHASE=${1:?phase}
 W=/tmp/w
 R=$W/repo
 M=$W/models
 mkdir -p "$W/parts" "$M" "$W/out" "${OUT:-/tmp/out}"
-cp .device/vllm-min/part-?? "$W/parts/" 2>/dev/null  # whichever parts this call carried
+cp .device/vllm-min/part-* "$W/parts/" 2>/dev/null  # whichever parts this call carried
 log() { echo "[$(date +%T)] $*" | tee -a "$W/out/driver.log"; }
 export PYTHONUNBUFFERED=1
 L() { python3 -m llmhost.cli.main "$@"; }
@@ -35,6 +37,12 @@ health() { curl -sf -o /dev/null "http://127.0.0.1:$1/health"; }
 LLAMA=$W/llama.cpp/build/bin/llama-server
 VLLM="python3 -m vllm.entrypoints.cli.main serve"  # the vLLM image's entrypoint, `vllm serve`
 export PYTHONPATH=/tmp/site:$R:/tmp/site-small
+# The lent machines keep NVLink multicast off (KINDS.md: using it can take the host's GPUs out of
+# service). vLLM 0.26's tensor-parallel all-reduce fusion picks FlashInfer's "mnnvl" backend by
+# default, which calls cuMulticastCreate (flashinfer/comm/mnnvl.py): it did on 2026-11-30.
+# "trtllm" is its CUDA-IPC backend, without multicast. Environment only: the plan's arguments
+# stay as rendered.
+export VLLM_FLASHINFER_ALLREDUCE_BACKEND=trtllm
 start() {  # start NAME PLAN SERVICE PORT ENGINE: the plan's service natively, pid in $W/NAME.pid
   # shellcheck disable=SC2086  # ENGINE is a command line
   python3 "$R/benchmarks/device/run_planned.py" "$W/out/plan-$2.json" "$3" --models-dir "$M" \
@@ -80,7 +88,8 @@ pack)
     esac
   done
   (cd .device/vllm-min && tar -cf payload.tar wheels && sha256sum payload.tar > payload.sha256 \
-    && split -b 56m -d -a 2 payload.tar part- && rm payload.tar && ls)
+    && split -b 48m -d -a 2 payload.tar part- && rm payload.tar && ls)
+  # (48 MiB: a call carries the checkout too, and the whole must stay under 64 MiB.)
   ;;
 setup)
   rm -rf "$R" && mkdir -p "$R" && cp -r . "$R/"
@@ -89,6 +98,7 @@ setup)
   cd "$R" || exit 1
   export PYTHONPATH=/tmp/site-small:$R
   tar xJf .device/llama-src.txz -C "$W"
+  [ -e .device/llama-ui.txz ] && tar xJf .device/llama-ui.txz -C "$W"  # tools/ui: CMake needs it
   [ -e .device/amx.txz ] && tar xJf .device/amx.txz -C "$W"  # amx_variants.py's bundle
   { nvidia-smi; nvidia-smi -q -x > "$W/out/nvidia-smi.xml"; lscpu; gcc --version | head -1;
     nvcc --version | tail -1; python3 -c 'import torch; print("torch", torch.__version__)'; } \
@@ -166,6 +176,16 @@ install)
   [ -e "$W/out/plan-A1.json" ] && VLLM_CACHE_ROOT=/tmp/vllm-cache-a1 start vllm-A1 A1 vllm-gpu 8001 "$VLLM"
   sleep 20; tail -3 "$W/out/vllm-A.log"
   ;;
+vllm-restart)  # after a payload fix carried in .device/whl-fi: install it, start plan A's vLLMs
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .device/whl-fi/*.whl 2>&1 | tail -2
+  cd "$R" || exit 1
+  stop vllm-A; stop vllm-A1
+  start vllm-A A vllm-gpu 8000 "$VLLM"
+  [ -e "$W/out/plan-A1.json" ] && VLLM_CACHE_ROOT=/tmp/vllm-cache-a1 start vllm-A1 A1 vllm-gpu 8001 "$VLLM"
+  ;;
+wait)
+  up 8000 vllm-A 170
+  ;;
 bench)
   cd "$R" || exit 1
   export LLMHOST_CONFIG=$W/llmhost-A.yaml
@@ -181,10 +201,12 @@ bench)
     done
   done | tee "$W/out/cors.txt"
   python3 benchmarks/device/live_probe.py --delay 45 \
-    --port llama-gpu=8080 --port vllm-gpu=8000 --out "$W/out/live-A-llama-busy.json" > /dev/null 2>&1 &
+    --port llama-gpu=8080 --port vllm-gpu=8000 --out "$W/out/live-A-llama-busy.json" \
+    > "$W/out/live-A-llama-busy.log" 2>&1 &
   log "sweep llama-gpu (plan A: latency) beside vllm-gpu"; sweep bench-llama-gpu-latency 8080
   python3 benchmarks/device/live_probe.py --delay 40 \
-    --port llama-gpu=8080 --port vllm-gpu=8000 --out "$W/out/live-A-vllm-busy.json" > /dev/null 2>&1 &
+    --port llama-gpu=8080 --port vllm-gpu=8000 --out "$W/out/live-A-vllm-busy.json" \
+    > "$W/out/live-A-vllm-busy.log" 2>&1 &
   log "sweep vllm-gpu (plan A: throughput) beside llama-gpu"; sweep bench-vllm-gpu-throughput 8000
   if [ -e "$W/out/plan-A1.json" ]; then
     log "sweep vllm-gpu (plan A1: one API server) on GPU 1"; sweep bench-vllm-gpu-throughput-1api 8001
@@ -219,9 +241,12 @@ PY
 tp)
   cd "$R" || exit 1
   export LLMHOST_CONFIG=$W/llmhost-C.yaml
-  up 8000 vllm-C 400
+  up 8000 vllm-C 75
   nvidia-smi --query-compute-apps=pid,process_name,used_memory,gpu_uuid --format=csv > "$W/out/gpu-memory-C.csv"
-  log "sweep vllm-gpu (plan C: tensor-parallel over 2 GPUs) beside llama-gpu"; sweep bench-vllm-gpu-tp2 8000
+  log "sweep vllm-gpu (plan C: tensor-parallel over 2 GPUs) beside llama-gpu"
+  L bench --url http://127.0.0.1:8000 --concurrency 1 --concurrency 32 --requests 32 \
+    --max-tokens 128 --out "$W/out/bench-vllm-gpu-tp2" > "$W/out/bench-vllm-gpu-tp2.txt" 2>&1
+  tail -6 "$W/out/bench-vllm-gpu-tp2.txt"
   stop vllm-C; stop llama-A
   tar czf "$OUT/results-tp.tgz" -C "$W" out
   ;;

@@ -4,6 +4,7 @@ configuration's targets (llmhost.services.TARGETS), the memory the plan gave eac
 what nvidia-smi saw, and single-stream decode against the HBM roofline.
 
     python benchmarks/device/summarize_serving.py benchmarks/results/h200-2026-11-29
+    python benchmarks/device/summarize_serving.py benchmarks/results/h200x2-2026-11-30
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ HBM_BYTES_PER_S = 4.3e12
 RUNS = {  # report file -> (service, engine, serving configuration, plan)
     "bench-llama-gpu-latency.json": ("llama-gpu", LLAMA_CPP, "latency", "A"),
     "bench-vllm-gpu-throughput.json": ("vllm-gpu", VLLM, "throughput", "A"),
+    "bench-vllm-gpu-throughput-1api.json": ("vllm-gpu", VLLM, "throughput", "A1"),
     "bench-llama-gpu-throughput.json": ("llama-gpu", LLAMA_CPP, "throughput", "B"),
     "bench-llama-gpu-throughput-steady.json": ("llama-gpu", LLAMA_CPP, "throughput", "B"),
 }
@@ -37,7 +39,11 @@ def decode_bytes(plan: dict, service: str) -> int:
 
 
 def main(root: Path) -> None:
-    plans = {p: json.loads((root / f"plan-{p}.json").read_text()) for p in ("A", "B")}
+    plans = {
+        p: json.loads((root / f"plan-{p}.json").read_text())
+        for p in ("A", "A1", "B", "C")
+        if (root / f"plan-{p}.json").exists()
+    }
     rows, out = [], {"runs": [], "memory": {}}
     for name, (service, engine, serving, plan) in RUNS.items():
         path = root / name
@@ -80,10 +86,14 @@ def main(root: Path) -> None:
                 f"| {entry['tpot_median_ms']} | {verdict or '-'} |"
             )
     for p, plan in plans.items():
+        if not (root / f"gpu-memory-{p}.csv").exists():
+            continue
         seen = (root / f"gpu-memory-{p}.csv").read_text()
         apps = list(csv.DictReader(io.StringIO(seen.split("pid,", 1)[-1].join(["pid,", ""]))))
         out["memory"][p] = {
-            "planned_mib": plan["gpu_memory"]["rows"][0]["planned_mib"],
+            "planned_mib": {
+                str(row["index"]): row["planned_mib"] for row in plan["gpu_memory"]["rows"]
+            },
             "nvidia_smi": [{k.strip(): v.strip() for k, v in a.items()} for a in apps],
         }
     (root / "summary.json").write_text(json.dumps(out, indent=2) + "\n")
