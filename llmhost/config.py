@@ -45,6 +45,7 @@ class ServiceConfig:
     tensor_parallel_size: int | None = None  # vLLM: else the smallest group the model fits
     api_servers: int | None = None  # vLLM front-end processes: else sized from its CPUs
     gpus: tuple[int, ...] | None = None  # GPU indices: else the GPU memory plan's placement
+    memory_limit_gib: float | None = None  # the container's host RAM cap: else from the model
     targets: dict[str, float] = field(default_factory=dict)  # over the serving mode's gates
 
 
@@ -286,6 +287,7 @@ def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig
         "gpu_memory_utilization": lambda k, v: _check_float(k, v, 0.05, 0.98),
         "tensor_parallel_size": lambda k, v: _check_choice(k, v, (1, 2, 4, 8)),
         "api_servers": lambda k, v: _check_int(k, v, 1, 32),
+        "memory_limit_gib": lambda k, v: _check_float(k, v, 0.25, 65536),
         "gpus": _check_gpus,
     }
     for name, check in optional.items():

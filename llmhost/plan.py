@@ -35,6 +35,7 @@ from llmhost.gpu_memory import (
 )
 from llmhost.models import HfModel, ModelHeader, read_hf_model, read_model_header
 from llmhost.services import (
+    HOST_MEMORY_HEADROOM,
     LLAMA_CPP,
     REGISTRY,
     SERVING,
@@ -163,6 +164,7 @@ class ServicePlan:
     shm_size: str | None
     memlock: bool = False
     read_only_root: bool = False
+    memory_limit_mib: int | None = None  # the container's host RAM cap; None: not sized
 
 
 @dataclass(frozen=True)
@@ -281,6 +283,28 @@ def model_memory(service: str, header: ModelHeader, svc: ServiceConfig) -> Model
     # Compute buffer: logits for one ubatch + activations (f32), measured ~this size in llama.cpp.
     compute = 4 * UBATCH * (header.n_vocab + 4 * header.n_embd + 2 * header.n_ff)
     return ModelMemory(service, header.path, header.weights_bytes, kv, compute)
+
+
+def memory_limit_mib(
+    spec: ServiceSpec, svc: ServiceConfig, model: ModelHeader | HfModel | None, knobs: Knobs
+) -> int | None:
+    """The container's memory limit: what the model puts in host RAM (weights, and KV and
+    compute buffers where llama.cpp keeps them on the CPU) plus the engine's processes, with
+    HOST_MEMORY_HEADROOM. None where the model was not read: nothing to size it from."""
+    if svc.memory_limit_gib is not None:
+        return math.ceil(svc.memory_limit_gib * 1024)
+    if isinstance(model, ModelHeader):
+        mem = model_memory(spec.name, model, svc)
+        need = mem.weights_bytes
+        gpu_layers = getattr(knobs, "gpu_layers", None)
+        if gpu_layers is None or gpu_layers < model.n_layer:  # KV and compute on the CPU
+            need += mem.kv_cache_bytes + mem.compute_bytes
+    elif isinstance(model, HfModel):
+        need = model.weights_bytes
+    else:
+        return None
+    engine = spec.host_memory.base_mib + spec.host_memory.per_front_end_mib * knobs.front_ends
+    return math.ceil((need / 2**20 + engine) * HOST_MEMORY_HEADROOM)
 
 
 def plan_hugepages(
@@ -672,9 +696,10 @@ def plan_services(
     cpu: CpuFacts,
     memory: GpuMemoryPlan | None,
     excluded: set[str] | None = None,
+    models: Models | None = None,
 ) -> tuple[tuple[ServicePlan, ...], str]:
     """One ServicePlan per registry entry the profile deploys (less `excluded`), knobs rendered
-    to arguments."""
+    to arguments, memory limits from `models`."""
     specs = [
         s
         for s in REGISTRY.values()
@@ -689,6 +714,7 @@ def plan_services(
         threads = min(4, len(cpus)) if on_gpu else len(cores.compute_cpus)
         use_pages = not on_gpu and hugepages.pages > 0
         knobs = _knobs(spec, svc, cores, cpus, threads, use_pages, memory, config.cors_origin)
+        model = (models or {}).get(spec.name)
         concurrency, targets = TARGETS[(spec.engine, spec.device, serving_of(spec, svc))]
         place = memory.placements.get(spec.name) if memory else None
         services.append(
@@ -715,6 +741,7 @@ def plan_services(
                 api_key_env=spec.api_key_env,
                 shm_size=spec.shm_size,
                 read_only_root=spec.read_only_root,
+                memory_limit_mib=memory_limit_mib(spec, svc, model, knobs),
             )
         )
     return tuple(services), cpu_reason
@@ -829,7 +856,7 @@ def make_plan(
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")
     services, cpu_reason = plan_services(
-        config, cores, hugepages, profile, facts.cpu, memory, excluded
+        config, cores, hugepages, profile, facts.cpu, memory, excluded, models
     )
     if cpu_reason:
         notes.append(cpu_reason)

@@ -17,6 +17,20 @@ SERVING_MODES = ("latency", "throughput")
 
 
 @dataclass(frozen=True)
+class HostMemory:
+    """Host RAM a service's process may use beyond its model, for the container's memory limit:
+    a cap on runaway growth sized with room to spare, not a reservation."""
+
+    base_mib: int  # the engine itself: runtime, allocator, host side of the CUDA context
+    per_front_end_mib: int = 0  # each extra HTTP front-end process (vLLM's API servers)
+
+
+# The limit is (model + engine) x this: KV and compute estimates are estimates, page cache of
+# the model file is charged to the container while it loads.
+HOST_MEMORY_HEADROOM = 1.25
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     engine: str  # LLAMA_CPP or VLLM: which knobs render its command line
@@ -34,6 +48,7 @@ class ServiceSpec:
     # A read-only root filesystem, /tmp a tmpfs: what llama-server needs (proven by the CPU
     # e2e deploy). vLLM keeps a writable root until a GPU run proves its caches all go to /tmp.
     read_only_root: bool = False
+    host_memory: HostMemory = HostMemory(base_mib=1024)
 
     @property
     def needs_llama_source(self) -> bool:
@@ -72,6 +87,7 @@ REGISTRY: dict[str, ServiceSpec] = {
             model_kind="gguf",
             default_serving="latency",
             read_only_root=True,
+            host_memory=HostMemory(base_mib=2048),  # the CUDA context's host side, staging
         ),
         ServiceSpec(
             name="vllm-gpu",
@@ -87,6 +103,9 @@ REGISTRY: dict[str, ServiceSpec] = {
             model_kind="hf",
             default_serving="throughput",
             shm_size="8gb",
+            # The engine process (torch, CUDA, torch.compile's workers while it starts) and
+            # each API server (vllm, torch and the tokenizer imported again).
+            host_memory=HostMemory(base_mib=8192, per_front_end_mib=2048),
         ),
     )
 }
@@ -230,6 +249,8 @@ class LlamaKnobs:
         """What runs on the service's CPUs, for the plan's summary."""
         return f"threads {self.threads}"
 
+    front_ends = 0  # one process serves HTTP and computes
+
     def env(self) -> dict[str, str]:
         # CORS by environment: a llama-server older than --cors-origins (PR 25655, 2026-07)
         # ignores the variable, where the flag would stop it from starting.
@@ -289,6 +310,11 @@ class VllmKnobs:
     def host_work(self) -> str:
         """What runs on the service's CPUs, for the plan's summary."""
         return f"api servers {self.api_servers}"
+
+    @property
+    def front_ends(self) -> int:
+        """HTTP front-end processes beside the engine's own."""
+        return self.api_servers
 
     def env(self) -> dict[str, str]:
         # Non-root user: caches go to a writable place. Offline and no usage reports: the model

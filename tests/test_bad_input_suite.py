@@ -133,6 +133,10 @@ CASES = [
     svc("cuda-graphs-yes", "llama-gpu", "cuda_graphs", "'yes'"),
     svc("gpu-mem-util-high", "vllm-gpu", "gpu_memory_utilization", "0.99"),
     svc("tensor-parallel-3", "vllm-gpu", "tensor_parallel_size", "3"),
+    svc("api-servers-zero", "vllm-gpu", "api_servers", "0"),
+    svc("api-servers-on-llama", "llama-gpu", "api_servers", "2"),
+    svc("memory-limit-tiny", "llama-cpu", "memory_limit_gib", "0.1"),
+    svc("memory-limit-string", "llama-cpu", "memory_limit_gib", "8G"),
     cfg("knob-unknown", "services:\n  llama-cpu:\n    colour: red\n",
         "'services.llama-cpu.colour'"),
     cfg(

@@ -4,6 +4,7 @@ numbers. Model facts are given as the readers would return them (a 7B GGUF is 3.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import yaml
 
 from llmhost.cli.render import render_plan
 from llmhost.config import Config, ServiceConfig, parse_config
+from llmhost.deploy import render_compose
 from llmhost.errors import LlmhostError
 from llmhost.facts import gather
 from llmhost.gpu_memory import GIB, MIB, RESERVE_MIB, GpuMemoryError
@@ -53,7 +55,7 @@ def host(tmp_path, *gpus: FakeGpu):
 def config(**services: dict) -> Config:
     data = {"services": {"llama-gpu": {"model": "m.gguf"}, "vllm-gpu": {"model": "m-hf"}}}
     for name, extra in services.items():
-        data["services"][name.replace("_", "-")].update(extra)
+        data["services"].setdefault(name.replace("_", "-"), {}).update(extra)
     return parse_config(data)
 
 
@@ -338,3 +340,35 @@ def test_api_servers_is_a_vllm_setting(tmp_path):
         config(llama_gpu={"api_servers": 2})
     with pytest.raises(LlmhostError, match=r"services.vllm-gpu.api_servers"):
         config(vllm_gpu={"api_servers": 0})
+
+
+def test_memory_limits_from_the_models(tmp_path, capsys):
+    """Each container's host RAM cap: the model's host-side bytes plus the engine's processes,
+    +25 %. llama-gpu keeps weights' page cache only (KV on the GPU); vLLM adds 2 GiB per API
+    server; llama-cpu holds weights, KV and compute buffers."""
+    facts = host(tmp_path, RTX_5090)
+    models = {**MODELS, "llama-cpu": LLAMA2_7B_Q4_0}
+    plan = plan_for(facts, config(llama_cpu={"model": "m.gguf"}), models=models, profile="all")
+    mib = 2**20
+    llama_gpu, vllm, llama_cpu = (plan.service(n) for n in ("llama-gpu", "vllm-gpu", "llama-cpu"))
+    weights = LLAMA2_7B_Q4_0.weights_bytes / mib
+    assert llama_gpu.memory_limit_mib == math.ceil((weights + 2048) * 1.25)
+    assert vllm.knobs.api_servers == 1
+    assert vllm.memory_limit_mib == math.ceil((LLAMA2_7B_BF16.weights_bytes / mib + 10240) * 1.25)
+    kv = 2 * 4096 * 32 * 32 * 256 * 2 / 2  # latency: 1 slot of 4096 on the CPU, f16
+    assert llama_cpu.memory_limit_mib >= math.ceil((weights + kv / mib + 1024) * 1.25)
+    assert llama_cpu.memory_limit_mib < math.ceil((weights + kv / mib + 1024) * 1.25) + 400
+    doc = yaml.safe_load(render_compose(plan, plan_config := config(llama_cpu={"model": "m.gguf"})))
+    assert plan_config.services["llama-gpu"].memory_limit_gib is None
+    for name in ("llama-gpu", "vllm-gpu", "llama-cpu"):
+        assert doc["services"][name]["mem_limit"] == f"{plan.service(name).memory_limit_mib}m"
+    render_plan(plan, width=300)
+    assert f"memory ≤ {vllm.memory_limit_mib / 1024:.1f} GiB" in capsys.readouterr().out
+    # Four API servers: 3 x 2 GiB more. llmhost.yaml can set the cap; no model read: no cap.
+    four = plan_for(facts).service("vllm-gpu")
+    assert four.memory_limit_mib == vllm.memory_limit_mib + math.ceil(3 * 2048 * 1.25)
+    fixed = plan_for(facts, config(llama_gpu={"memory_limit_gib": 6})).service("llama-gpu")
+    assert fixed.memory_limit_mib == 6144
+    bare = plan_for(facts, models={})
+    assert all(s.memory_limit_mib is None for s in bare.services)
+    assert "mem_limit" not in render_compose(bare, config())

@@ -91,10 +91,12 @@ def render_plan(plan: Plan, width: int | None = None) -> None:
         )
         lines += _field("CUDA build", cuda, width)
     for s in plan.services:
-        gpus = f"  GPU {','.join(map(str, s.gpus))}" if s.gpus else ""
+        extra = f"  GPU {','.join(map(str, s.gpus))}" if s.gpus else ""
+        if s.memory_limit_mib:
+            extra += f"  memory ≤ {s.memory_limit_mib / 1024:.1f} GiB"
         text = (
             f"{s.bind_address}:{s.port}  {s.serving}  cpuset {s.cpuset}  "
-            f"{s.knobs.host_work}{gpus}  image {s.image}"
+            f"{s.knobs.host_work}{extra}  image {s.image}"
         )
         lines += wrap(text, width, f"  service {s.name:<9} ", " " * 20)
     if plan.gpu_memory:
