@@ -210,7 +210,8 @@ def ci(saved_host: None, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
         "llmhost_images_base_image": base,
         "docker_daemon_options": {"labels": [LABEL]},
         # Debian 12's docker.io (20.10) is below the engine floor; Docker's repository is not
-        # reachable from CI, so the run keeps it, as a user must say explicitly.
+        # reachable from CI, so the run keeps the distribution's, as a user must say explicitly.
+        "docker_package_source": "distro",
         "docker_accept_below_floor": True,
         "llmhost_validation_out_dir": str(work / "bench"),
         # Debian 12's docker.io ships runc 1.1.5 with no fix for CVE-2025-31133/52565/52881;
@@ -450,6 +451,28 @@ def test_engine_below_the_floor_is_refused_unless_accepted(ci: Inputs) -> None:
     else:  # an engine at or above the floor passes
         assert run.rc == 0, run.tail()
     assert state_diff(before, host_state(PROJECT)) == []  # refused before touching anything
+
+
+def test_default_source_is_dockers_repository_below_the_floor(ci: Inputs) -> None:
+    """By default (auto) an engine below the floor is replaced from Docker's repository: here,
+    with the repository's key unreachable, the run says so and stops at fetching it."""
+    before = host_state(PROJECT)
+    run = site(ci, "--tags", "docker", extra={
+        "docker_package_source": "auto", "docker_accept_below_floor": False,
+        "docker_upstream_gpg_key_url": "http://127.0.0.1:9/gpg",
+    })  # fmt: skip
+    policy = subprocess.run(["apt-cache", "policy", "docker.io"], capture_output=True, text=True)
+    offered = re.search(r"Candidate: (?:\d+:)?([0-9]+(?:\.[0-9]+)*)", policy.stdout)
+    floor = role_file("docker", "defaults/main.yml")["docker_engine_min_version"]
+    from llmhost.versions import compare_versions
+
+    if offered and compare_versions(offered.group(1), floor) >= 0:
+        pytest.skip(f"the distribution offers docker.io {offered.group(1)}, at the floor")
+    assert run.rc != 0, run.tail()
+    assert "the engine comes from Docker's repository" in run.output
+    assert "Fetch Docker's repository signing key" in run.output
+    assert "127.0.0.1:9" in run.output
+    assert state_diff(before, host_state(PROJECT)) == []
 
 
 def test_docker_role_starts_dockerd_without_systemd(ci: Inputs) -> None:

@@ -227,6 +227,10 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
                              capture_output=True, text=True, check=True).stdout  # fmt: skip
     host_config = json.loads(inspect)
     assert host_config["ReadonlyRootfs"] is True and "/tmp" in host_config["Tmpfs"]
+    # The plan's memory limit holds the server through deploy, bench and status.
+    planned = json.loads(llmhost("plan", "--json", "--profile", "cpu", env=env, check=True).stdout)
+    (svc,) = planned["services"]
+    assert svc["memory_limit_mib"] and host_config["Memory"] == svc["memory_limit_mib"] * 2**20
 
     # CORS by default: a page served from this machine may call the service, any other may not.
     assert allowed_origin("http://localhost:3000") == "http://localhost:3000"
