@@ -43,14 +43,16 @@ class App:
         snapshot: str | None = None,
         *,
         headers: dict[str, ModelHeader] | None = None,
+        facts: HostFacts | None = None,
     ) -> tuple[HostFacts, Plan]:
         """The way a command gets its plan: every fact (images and containers included: refused
         images and running services change it), the config and the shipped evidence.
-        `headers={}` plans without reading model files (a build needs none)."""
+        `headers={}` plans without reading model files (a build needs none); `facts` already
+        gathered are used as they are."""
         from llmhost.evidence import load_evidence
         from llmhost.plan import make_plan
 
-        facts = self.facts(snapshot)
+        facts = facts or self.facts(snapshot)
         plan = make_plan(facts, self.config(), profile, headers=headers, evidence=load_evidence())
         return facts, plan
 

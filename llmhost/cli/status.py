@@ -63,9 +63,13 @@ def _planned(app: App) -> dict:
     A host that cannot plan still gets its container states."""
     from llmhost.errors import LlmhostError
 
-    for profile in ("all", None):
+    try:
+        facts = app.facts()
+    except LlmhostError:
+        return {}
+    for profile in ("all", None):  # the facts once: a host without a GPU plans twice
         try:
-            _, plan = app.plan(profile)
+            _, plan = app.plan(profile, facts=facts)
         except LlmhostError:
             continue
         return {s.name: s for s in plan.services}
