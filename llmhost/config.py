@@ -195,8 +195,12 @@ VERSION_KEYS = ("images.vllm_version", "images.llama_ref", "images.cuda_version"
 
 
 def check_value(key: str, value: Any, kind: str | None = None) -> str:
-    """A value for `key` (or of shape `kind`, a PATTERNS key), refused in one line otherwise."""
-    return _check_pattern(key, value, kind)
+    """A command-line value for `key` (an option or argument, of shape `kind`, a PATTERNS key),
+    refused in one line otherwise; not from llmhost.yaml, so the line does not say config."""
+    try:
+        return _check_pattern(key, value, kind)
+    except LlmhostError as exc:
+        raise LlmhostError(str(exc).removeprefix("config: "), exit_code=2) from None
 
 
 def _check_pattern(key: str, value: Any, kind: str | None = None) -> str:

@@ -67,7 +67,7 @@ def _check_inputs(repo: str, filename: str | None, revision: str, name: str | No
             f"--revision {shown(revision)!r} is not a branch, tag or commit", exit_code=2
         )
     if filename is not None:
-        check_value("file", filename, "model")
+        check_value("FILE", filename, "model")
     if name is not None:
         check_value("--name", name, "model")
 

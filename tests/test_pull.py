@@ -156,7 +156,7 @@ def test_a_file_that_does_not_match_the_hubs_sha256_is_removed(env):
         (("acme/tiny-GGUF", "tiny.Q4_0.gguf", "--revision", "v9"), 1, "has no revision 'v9'"),
         (("acme/tiny-GGUF",), 1, "has no *.safetensors weights"),
         (("../etc", "x.gguf"), 2, "is not a Hub repository id"),
-        (("acme/tiny-GGUF", "../../etc/passwd"), 2, "must be a file or directory under models_dir"),
+        (("acme/tiny-GGUF", "../../etc/passwd"), 2, "llmhost: FILE must be a file or directory"),
         (("acme/tiny-GGUF", "tiny.Q4_0.gguf", "--revision", "a/../b"), 2, "not a branch, tag"),
     ],
 )
