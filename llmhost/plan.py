@@ -528,7 +528,8 @@ LLAMA_GPU_MAX_CORES = 4
 # vLLM's HTTP front end is one Python process unless told otherwise: it parses, tokenizes,
 # detokenizes and streams every request itself, so a burst of new users queues behind it
 # (~2 ms each on the H200 machine's Xeon: TTFT p90 112 ms at 32 users, 143 ms at 64,
-# benchmarks/results/h200-2026-11-29). More front-end processes share that work; the engine
+# benchmarks/results/h200-2026-11-29; 4 against 1 in one run: 57 against 93 ms at 32 users,
+# benchmarks/results/h200x2-2026-11-30). More front-end processes share that work; the engine
 # keeps a CPU per process of its own (the scheduler, and one per GPU worker when
 # tensor-parallel), and each front end gets two.
 VLLM_MAX_API_SERVERS = 4
