@@ -139,7 +139,7 @@ def test_cli_options_that_reach_the_dockerfile_are_shaped(tmp_path):
     for option, value in (("--llama-ref", "b1; rm -rf /"), ("--base-image", "x\nRUN evil")):
         result = CliRunner().invoke(cli, ["--config", str(cfg), "build", option, value])
         assert result.exit_code == 2, result.output
-        assert result.output.startswith(f"llmhost: config: {option} must be")
+        assert result.output.startswith(f"llmhost: {option} must be")  # not from the config
         assert len(result.output.strip().splitlines()) == 1
 
 
