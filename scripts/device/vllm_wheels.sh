@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Rebuild the offline vLLM payload for the device machine (x86_64, CPython 3.12, CUDA 13):
-# the exact wheels pinned in vllm-requirements.txt, checked, listed and cut into <=56 MiB parts.
+# the exact wheels pinned in vllm-requirements.txt, checked, listed and cut into <=48 MiB parts
+# (a device call carries the checkout too, and the whole must stay under 64 MiB).
 # Idempotent: wheels already there are kept, stale ones removed, manifest and parts remade.
 # Install there (after `cat part-* > payload.tar && sha256sum -c payload.sha256 && tar xf payload.tar`):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site wheels/*.whl
@@ -101,10 +102,10 @@ PY
 (cd "$WHEELS" && for w in *.whl; do printf '%s %s %s\n' "$w" "$(stat -c %s "$w")" "$(sha256sum "$w" | cut -d' ' -f1)"; done) >"$OUT/manifest.txt"
 echo "$(wc -l <"$OUT/manifest.txt") wheels, $(du -cb "$WHEELS"/*.whl | tail -1 | awk '{printf "%.1f MiB", $1/1048576}')"
 
-# 4. One reproducible tar (sorted, fixed owner and mtime), its sha256, then 56 MiB parts.
+# 4. One reproducible tar (sorted, fixed owner and mtime), its sha256, then 48 MiB parts.
 rm -f "$OUT"/part-??
 tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C "$OUT" -cf "$OUT/payload.tar" wheels
 (cd "$OUT" && sha256sum payload.tar >payload.sha256)
-split -b 56m -d -a 2 "$OUT/payload.tar" "$OUT/part-"
+split -b 48m -d -a 2 "$OUT/payload.tar" "$OUT/part-"
 rm -f "$OUT/payload.tar"
 ls -l "$OUT"/part-??
