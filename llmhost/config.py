@@ -93,8 +93,9 @@ class Config:
     source_path: str | None = None
 
 
-def _fail(key: str, message: str) -> LlmhostError:
-    return LlmhostError(f"config: {key} {message}", exit_code=2)
+def _fail(key: str, message: str, where: str = "config: ") -> LlmhostError:
+    """One line naming the key; `where` says where the value came from (llmhost.yaml)."""
+    return LlmhostError(f"{where}{key} {message}", exit_code=2)
 
 
 def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
@@ -116,11 +117,13 @@ def _check_bool(key: str, value: Any) -> bool:
     return value
 
 
-def _check_str(key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
+def _check_str(
+    key: str, value: Any, choices: tuple[str, ...] | None = None, where: str = "config: "
+) -> str:
     if not isinstance(value, str) or not value:
-        raise _fail(key, f"must be a non-empty string (got {value!r})")
+        raise _fail(key, f"must be a non-empty string (got {value!r})", where)
     if choices and value not in choices:
-        raise _fail(key, f"must be one of {', '.join(choices)} (got {value!r})")
+        raise _fail(key, f"must be one of {', '.join(choices)} (got {value!r})", where)
     return value
 
 
@@ -197,18 +200,16 @@ VERSION_KEYS = ("images.vllm_version", "images.llama_ref", "images.cuda_version"
 def check_value(key: str, value: Any, kind: str | None = None) -> str:
     """A command-line value for `key` (an option or argument, of shape `kind`, a PATTERNS key),
     refused in one line otherwise; not from llmhost.yaml, so the line does not say config."""
-    try:
-        return _check_pattern(key, value, kind)
-    except LlmhostError as exc:
-        raise LlmhostError(str(exc).removeprefix("config: "), exit_code=2) from None
+    return _check_pattern(key, value, kind, where="")
 
 
-def _check_pattern(key: str, value: Any, kind: str | None = None) -> str:
+def _check_pattern(key: str, value: Any, kind: str | None = None, where: str = "config: ") -> str:
     pattern, shape = PATTERNS[kind or key]
-    text = _check_str(key, value)
+    text = _check_str(key, value, where=where)
     if not pattern.fullmatch(text):
         tag = tag_kind(text) if (kind or key) in VERSION_KEYS else None
-        raise _fail(key, f"must be {shape}{f', not {tag}' if tag else ''} (got {shown(text)!r})")
+        got = f"{shape}{f', not {tag}' if tag else ''} (got {shown(text)!r})"
+        raise _fail(key, f"must be {got}", where)
     return text
 
 

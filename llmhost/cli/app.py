@@ -52,7 +52,7 @@ class App:
         from llmhost.evidence import load_evidence
         from llmhost.plan import make_plan
 
-        facts = facts or self.facts(snapshot)
+        facts = facts if facts is not None else self.facts(snapshot)
         plan = make_plan(facts, self.config(), profile, headers=headers, evidence=load_evidence())
         return facts, plan
 

@@ -231,6 +231,12 @@ def test_deploy_bench_doctor_down(built: dict[str, str], hugepages_for_plan: int
     planned = json.loads(llmhost("plan", "--json", "--profile", "cpu", env=env, check=True).stdout)
     (svc,) = planned["services"]
     assert svc["memory_limit_mib"] and host_config["Memory"] == svc["memory_limit_mib"] * 2**20
+    # ... as the kernel holds it: the container's cgroup (v2 memory.max, v1 limit_in_bytes).
+    read = ("cat /sys/fs/cgroup/memory.max 2>/dev/null"
+            " || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")  # fmt: skip
+    kernel = subprocess.run(["docker", "exec", box, "sh", "-c", read],
+                            capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    assert int(kernel) == svc["memory_limit_mib"] * 2**20
 
     # CORS by default: a page served from this machine may call the service, any other may not.
     assert allowed_origin("http://localhost:3000") == "http://localhost:3000"
