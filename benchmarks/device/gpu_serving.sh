@@ -3,7 +3,7 @@
 # device call, on a machine kept warm between them. Everything a server runs with is read back
 # from the plan llmhost makes there (benchmarks/device/run_planned.py); nothing is typed here.
 #   pack      (here, before the calls) make what the calls carry under .device/: the llama.cpp
-#             tree, the AMX bundle, the vLLM payload in 56 MiB parts
+#             tree, the AMX bundle, the vLLM payload in parts (pack-vllm: the payload alone)
 #   setup     unpack llama.cpp, start its CUDA build (flags from the plan) and the model
 #             generation in the background (and the AMX self-tests where .device/amx.txz came)
 #   part      stash the vLLM payload parts this call carried (.device/vllm-min, made from
@@ -16,6 +16,8 @@
 #   bench2    plan B's llama-gpu (throughput) on GPU 1 (or alone on GPU 0) swept; then plan C's
 #             vllm-gpu (tensor-parallel over both GPUs, beside llama-gpu A) started
 #   tp        plan C's vllm-gpu swept; everything stopped
+#   install-tp  (the tensor-parallel proof alone, after setup and the parts) install vLLM, write
+#             plan C, start its llama-gpu and vllm-gpu; then `wait vllm-C` and `tp`
 #   amx       the AMX self-tests and speed rounds (benchmarks/device/amx_check.py on the bundle
 #             benchmarks/device/amx_variants.py made, carried in setup as .device/amx.txz)
 # Usage (repo root, on the device): OUT=... bash benchmarks/device/gpu_serving.sh PHASE
@@ -64,6 +66,52 @@ sweep() {  # sweep NAME PORT: 1/8/32/64 users, 64 requests of 128 tokens each
   tail -8 "$W/out/$1.txt"
 }
 
+pack_vllm() {  # the vLLM payload less the kernels a Llama on Hopper never loads, in parts
+  bash scripts/device/vllm_wheels.sh  # -> .device/vllm/wheels
+  # (Blackwell FA4/cute, MoE, video, JIT compilers). flashinfer stays: vLLM's sampler imports it.
+  rm -rf .device/vllm-min && mkdir -p .device/vllm-min/wheels
+  for w in .device/vllm/wheels/*.whl; do
+    case "$(basename "$w")" in
+      tokenspeed_triton*|nvidia_cutlass_dsl_libs_cu1*|nvidia_nvvm*|tilelang*|pynvvideocodec*|\
+      nvidia_cuda_nvcc*|z3_solver*|torchcodec*|nvidia_cuda_nvdisasm*|nvidia_cuda_cccl*) ;;
+      *) ln "$w" .device/vllm-min/wheels/ ;;
+    esac
+  done
+  # A call carries the checkout too (15 MiB on 2026-11-30) and the whole must stay under 64 MiB.
+  (cd .device/vllm-min && tar -cf payload.tar wheels && sha256sum payload.tar > payload.sha256 \
+    && split -b "${PART_MIB:-44}m" -d -a 2 payload.tar part- && rm payload.tar && ls -la)
+}
+payload_install() {  # reassemble the parts, install vLLM, make the bf16 checkpoint
+  cd "$W" || exit 1
+  cat parts/part-* > payload.tar && sha256sum -c payload.sha256 || exit 1
+  tar xf payload.tar && rm payload.tar
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site wheels/*.whl 2>&1 | tail -3
+  export PYTHONPATH=/tmp/site:$R
+  cd "$R" || exit 1
+  log "vLLM $(python3 -c 'import vllm; print(vllm.__version__)' 2>&1 | tail -1)"
+  python3 benchmarks/device/make_hf_model.py "$M/llama2-7b-hf" "$W/ggml-vocab-llama-spm.gguf" 2>&1 | tail -2
+  for i in $(seq 300); do [ -e "$W/models.done" ] && break; sleep 2; done
+  ls -la "$M" >> "$W/out/driver.log"
+  ngpu=$(nvidia-smi -L | wc -l)
+  echo "$ngpu" > "$W/ngpu"
+}
+conf() {  # conf NAME LLAMA VLLM: llmhost-NAME.yaml with the two services' lines
+  printf 'models_dir: %s\nservices:\n%s}\n%s}\n' "$M" "$2" "$3" > "$W/llmhost-$1.yaml"
+}
+plan_files() {  # plan_files NAME: the plan (JSON, text) and the compose project it deploys
+  export LLMHOST_CONFIG=$W/llmhost-$1.yaml
+  L plan --profile gpu --json > "$W/out/plan-$1.json" || exit 1
+  L plan --profile gpu > "$W/out/plan-$1.txt"
+  L deploy --profile gpu --dry-run > "$W/out/compose-$1.yaml"
+}
+built() {  # wait for the llama.cpp CUDA build that setup started
+  for i in $(seq 200); do [ -e "$W/build.done" ] || [ -e "$W/build.failed" ] && break; sleep 3; done
+  [ -e "$W/build.done" ] || { log "CUDA build failed"; tail -20 "$W/out/cuda-build.log"; exit 1; }
+  log "CUDA build done in $(cat "$W/build.done") s"
+}
+LLAMA_LINE="  llama-gpu: {model: llama2-7b-q4_0.gguf"
+VLLM_LINE="  vllm-gpu: {model: llama2-7b-hf"
+
 case "$PHASE" in
 pack)
   TREE=${LLAMA_TREE:?the llama.cpp tree (tests/e2e/infra.py: ensure_llama_source)}
@@ -77,19 +125,10 @@ pack)
   python3 benchmarks/device/amx_variants.py --source "$TREE" \
     --snapshot tests/fixtures/snapshots/h100-emerald-rapids.tar.gz --out .device/amx
   tar -C .device --exclude=amx/build.log -cJf .device/amx.txz amx
-  bash scripts/device/vllm_wheels.sh  # -> .device/vllm/wheels
-  # The kernels a Llama on Hopper never loads (Blackwell FA4/cute, MoE, video, JIT compilers).
-  rm -rf .device/vllm-min && mkdir -p .device/vllm-min/wheels
-  for w in .device/vllm/wheels/*.whl; do
-    case "$(basename "$w")" in
-      tokenspeed_triton*|nvidia_cutlass_dsl_libs_cu1*|nvidia_nvvm*|tilelang*|pynvvideocodec*|\
-      nvidia_cuda_nvcc*|z3_solver*|torchcodec*|nvidia_cuda_nvdisasm*|nvidia_cuda_cccl*) ;;
-      *) ln "$w" .device/vllm-min/wheels/ ;;
-    esac
-  done
-  (cd .device/vllm-min && tar -cf payload.tar wheels && sha256sum payload.tar > payload.sha256 \
-    && split -b 48m -d -a 2 payload.tar part- && rm payload.tar && ls)
-  # (48 MiB: a call carries the checkout too, and the whole must stay under 64 MiB.)
+  pack_vllm
+  ;;
+pack-vllm)
+  pack_vllm
   ;;
 setup)
   rm -rf "$R" && mkdir -p "$R" && cp -r . "$R/"
@@ -131,30 +170,15 @@ part)
   ls -la "$W/parts"
   ;;
 install)
-  cd "$W" || exit 1
-  cat parts/part-* > payload.tar && sha256sum -c payload.sha256 || exit 1
-  tar xf payload.tar && rm payload.tar
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site wheels/*.whl 2>&1 | tail -3
-  export PYTHONPATH=/tmp/site:$R
-  cd "$R" || exit 1
-  log "vLLM $(python3 -c 'import vllm; print(vllm.__version__)' 2>&1 | tail -1)"
-  python3 benchmarks/device/make_hf_model.py "$M/llama2-7b-hf" "$W/ggml-vocab-llama-spm.gguf" 2>&1 | tail -2
-  for i in $(seq 300); do [ -e "$W/models.done" ] && break; sleep 2; done
-  ls -la "$M" >> "$W/out/driver.log"
-  ngpu=$(nvidia-smi -L | wc -l); other=$(( ngpu > 1 ? 1 : 0 ))
-  echo "$ngpu" > "$W/ngpu"
-  llama="  llama-gpu: {model: llama2-7b-q4_0.gguf"
-  vllm="  vllm-gpu: {model: llama2-7b-hf"
-  conf() { printf 'models_dir: %s\nservices:\n%s}\n%s}\n' "$M" "$2" "$3" > "$W/llmhost-$1.yaml"; }
+  payload_install
+  other=$(( ngpu > 1 ? 1 : 0 ))
+  llama=$LLAMA_LINE vllm=$VLLM_LINE
   conf A "$llama, gpus: [0]" "$vllm, gpus: [0]"
   conf B "$llama, serving: throughput, gpus: [$other]" "$vllm, gpus: [0]"
   conf C "$llama, gpus: [0]" "$vllm, tensor_parallel_size: $ngpu"
   for p in A B C; do
     [ "$p" = C ] && [ "$ngpu" -lt 2 ] && continue
-    export LLMHOST_CONFIG=$W/llmhost-$p.yaml
-    L plan --profile gpu --json > "$W/out/plan-$p.json" || exit 1
-    L plan --profile gpu > "$W/out/plan-$p.txt"
-    L deploy --profile gpu --dry-run > "$W/out/compose-$p.yaml"
+    plan_files "$p"
     if [ "$p" = A ] && [ "$ngpu" -gt 1 ]; then  # A1: A's vLLM share, one API server, GPU 1
       share=$(python3 -c "import json,sys; print(json.load(sys.stdin)['gpu_memory']['placements']['vllm-gpu']['utilization'])" < "$W/out/plan-A.json")
       conf A1 "$llama, gpus: [0]" "$vllm, gpus: [1], api_servers: 1, gpu_memory_utilization: $share"
@@ -165,9 +189,7 @@ install)
   done
   grep -A6 "GPU memory" "$W/out/plan-A.txt"
   # llama-gpu first: its allocation is fixed; vLLM then checks that its share is free.
-  for i in $(seq 200); do [ -e "$W/build.done" ] || [ -e "$W/build.failed" ] && break; sleep 3; done
-  [ -e "$W/build.done" ] || { log "CUDA build failed"; tail -20 "$W/out/cuda-build.log"; exit 1; }
-  log "CUDA build done in $(cat "$W/build.done") s"
+  built
   start llama-A A llama-gpu 8080 "$LLAMA"
   for i in $(seq 60); do health 8080 && break; sleep 2; done
   log "llama-gpu $(health 8080 && echo up || echo down)"; nvidia-smi --query-gpu=memory.used --format=csv
@@ -183,8 +205,21 @@ vllm-restart)  # after a payload fix carried in .device/whl-fi: install it, star
   start vllm-A A vllm-gpu 8000 "$VLLM"
   [ -e "$W/out/plan-A1.json" ] && VLLM_CACHE_ROOT=/tmp/vllm-cache-a1 start vllm-A1 A1 vllm-gpu 8001 "$VLLM"
   ;;
-wait)
-  up 8000 vllm-A 170
+install-tp)
+  payload_install
+  [ "$ngpu" -lt 2 ] && { log "tensor parallelism needs 2 GPUs, this machine has $ngpu"; exit 1; }
+  conf C "$LLAMA_LINE, gpus: [0]" "$VLLM_LINE, tensor_parallel_size: $ngpu"
+  plan_files C
+  grep -A8 "GPU memory" "$W/out/plan-C.txt"
+  built
+  start llama-A C llama-gpu 8080 "$LLAMA"
+  for i in $(seq 60); do health 8080 && break; sleep 2; done
+  log "llama-gpu $(health 8080 && echo up || echo down)"
+  start vllm-C C vllm-gpu 8000 "$VLLM"
+  sleep 30; tail -5 "$W/out/vllm-C.log"
+  ;;
+wait)  # wait [NAME]: until vLLM answers /health (default plan A's)
+  up 8000 "${2:-vllm-A}" 170
   ;;
 bench)
   cd "$R" || exit 1
@@ -244,9 +279,8 @@ tp)
   up 8000 vllm-C 75
   nvidia-smi --query-compute-apps=pid,process_name,used_memory,gpu_uuid --format=csv > "$W/out/gpu-memory-C.csv"
   log "sweep vllm-gpu (plan C: tensor-parallel over 2 GPUs) beside llama-gpu"
-  L bench --url http://127.0.0.1:8000 --concurrency 1 --concurrency 32 --requests 32 \
-    --max-tokens 128 --out "$W/out/bench-vllm-gpu-tp2" > "$W/out/bench-vllm-gpu-tp2.txt" 2>&1
-  tail -6 "$W/out/bench-vllm-gpu-tp2.txt"
+  sweep bench-vllm-gpu-tp2 8000
+  curl -s http://127.0.0.1:8000/metrics > "$W/out/vllm-C-metrics.txt"
   stop vllm-C; stop llama-A
   tar czf "$OUT/results-tp.tgz" -C "$W" out
   ;;
