@@ -216,6 +216,10 @@ install-tp)
   for i in $(seq 60); do health 8080 && break; sleep 2; done
   log "llama-gpu $(health 8080 && echo up || echo down)"
   start vllm-C C vllm-gpu 8000 "$VLLM"
+  # Belt and braces for the rule above: should vLLM still pick mnnvl, end it at once.
+  setsid bash -c "for i in \$(seq 900); do grep -q 'allreduce backend: mnnvl' $W/out/vllm-C.log \
+    && { kill -9 -- -\$(cat $W/vllm-C.pid); echo mnnvl > $W/out/vllm-C.killed; break; }; sleep 0.5; done" \
+    < /dev/null > /dev/null 2>&1 &
   sleep 30; tail -5 "$W/out/vllm-C.log"
   ;;
 wait)  # wait [NAME]: until vLLM answers /health (default plan A's)
