@@ -9,6 +9,7 @@ fit, the plan refuses with the numbers and the fixes. Pure: facts and demands in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from llmhost.errors import LlmhostError
@@ -23,6 +24,10 @@ UBATCH = 512  # llama.cpp's default micro-batch: sizes its compute buffers
 RESERVE_MIB = 1024  # left free on every GPU: fragmentation, a driver's own allocations
 LLAMA_CUDA_OVERHEAD = 768 * MIB  # CUDA context, cuBLAS workspace, CUDA graphs
 VLLM_OVERHEAD = 2 * GIB  # CUDA context, cuBLAS/NCCL workspaces, CUDA graphs, sampler
+# With tensor parallelism vLLM also holds all-reduce buffers (NCCL, its custom all-reduce IPC
+# buffers, FlashInfer's fusion workspace) outside its --gpu-memory-utilization budget: on two
+# H200s (vLLM 0.26, 2026-11-30) the rank beside llama-gpu held 1.7 GiB over it and ran out.
+VLLM_TP_OUTSIDE = 2 * GIB
 VLLM_BATCHED_TOKENS = 8192  # vLLM's largest prefill chunk: sizes its activation peak
 MAX_UTILIZATION = 0.95
 # Sized max-num-seqs: as many sequences as fit at a quarter of max-model-len each (vLLM preempts
@@ -63,7 +68,9 @@ class Placement:
 
     service: str
     gpus: tuple[int, ...]
-    parts: dict[str, int]  # bytes per GPU: weights, kv_cache, compute/activations, cuda
+    # bytes per GPU: weights, kv_cache, compute/activations, cuda; vLLM with tensor parallelism
+    # also all_reduce, held beside its --gpu-memory-utilization share
+    parts: dict[str, int]
     utilization: float | None = None  # vLLM's --gpu-memory-utilization
     kv_tokens: int | None = None  # tokens of KV cache (vLLM: its capacity over all GPUs)
     max_num_seqs: int | None = None
@@ -210,13 +217,19 @@ def place_vllm(d: VllmDemand, gpus: tuple[Gpu, ...], placed: list[Placement]) ->
             if len(order) < tp:
                 break
             group = tuple(sorted(order[:tp]))
-        room = {i: usable_bytes(gpus[i]) - taken.get(i, 0) for i in group}
+        outside = VLLM_TP_OUTSIDE if tp > 1 else 0
+        room = {i: usable_bytes(gpus[i]) - taken.get(i, 0) - outside for i in group}
         total = {i: (gpus[i].memory_total_mib or 0) * MIB for i in group}
-        utilization = d.utilization or min(
-            MAX_UTILIZATION, min(room[i] / max(total[i], 1) for i in group)
+        # Down to vLLM's three decimals: rounding up could hand out more than the room.
+        utilization = (
+            d.utilization
+            or math.floor(
+                1000 * min(MAX_UTILIZATION, min(room[i] / max(total[i], 1) for i in group))
+            )
+            / 1000
         )
         if m is None:
-            return Placement(d.service, group, {}, round(utilization, 3), None,
+            return Placement(d.service, group, {}, utilization, None,
                              d.max_num_seqs, tp)  # fmt: skip
         fixed = vllm_fixed_parts(m, tp, d.max_num_seqs or MAX_SEQS)
         kv_bytes = sum(int(utilization * total[i]) - sum(fixed.values()) for i in group)
@@ -228,7 +241,9 @@ def place_vllm(d: VllmDemand, gpus: tuple[Gpu, ...], placed: list[Placement]) ->
                 1, min(MAX_SEQS, kv_tokens // max(1, d.max_model_len // SEQ_SHARE))
             )
             parts = {**fixed, "kv_cache": kv_bytes // len(group)}
-            return Placement(d.service, group, parts, round(utilization, 3), int(kv_tokens),
+            if outside:
+                parts["all_reduce"] = outside  # beside the share, not in it
+            return Placement(d.service, group, parts, utilization, int(kv_tokens),
                              int(seqs), tp)  # fmt: skip
         g = gpus[group[0]]
         sharing = [p.service for p in placed if group[0] in p.gpus]
@@ -281,7 +296,10 @@ def plan_gpu_memory(gpu: GpuFacts, demands: list[LlamaDemand | VllmDemand]) -> G
             if g.index not in p.gpus:
                 continue
             if p.utilization is not None:
-                planned[p.service] = int(p.utilization * (g.memory_total_mib or 0))
+                planned[p.service] = (
+                    int(p.utilization * (g.memory_total_mib or 0))
+                    + p.parts.get("all_reduce", 0) // MIB
+                )
             elif p.need_bytes is not None:
                 planned[p.service] = p.need_bytes // MIB
         total = g.memory_total_mib or 0

@@ -372,3 +372,24 @@ def test_memory_limits_from_the_models(tmp_path, capsys):
     bare = plan_for(facts, models={})
     assert all(s.memory_limit_mib is None for s in bare.services)
     assert "mem_limit" not in render_compose(bare, config())
+
+
+def test_tensor_parallel_all_reduce_buffers_stay_outside_vllms_share(tmp_path):
+    """On two H200s beside llama-gpu, vLLM 0.26 held 1.7 GiB over its --gpu-memory-utilization
+    share (all-reduce buffers) and ran out of memory on the shared GPU (2026-11-30): the plan
+    leaves VLLM_TP_OUTSIDE beside the share on every GPU of the group, and shows it."""
+    from llmhost.gpu_memory import VLLM_TP_OUTSIDE
+
+    plan = plan_for(host(tmp_path, H200, H200), config(vllm_gpu={"tensor_parallel_size": 2}))
+    vllm, llama = plan.gpu_memory.placements["vllm-gpu"], plan.gpu_memory.placements["llama-gpu"]
+    assert vllm.tensor_parallel_size == 2 and vllm.parts["all_reduce"] == VLLM_TP_OUTSIDE
+    total = H200.memory_bytes // MIB
+    share = vllm.utilization * total * MIB
+    # GPU 0 holds llama-gpu, vLLM's share and its all-reduce buffers, and the reserve.
+    assert llama.need_bytes + share + VLLM_TP_OUTSIDE <= (total - RESERVE_MIB) * MIB
+    row0 = plan.gpu_memory.rows[0]
+    assert row0.planned_mib["vllm-gpu"] == int(vllm.utilization * total) + VLLM_TP_OUTSIDE // MIB
+    assert row0.free_mib >= RESERVE_MIB - 1
+    # One GPU, no tensor parallelism: nothing is held back.
+    single = plan_for(host(tmp_path, H200)).gpu_memory.placements["vllm-gpu"]
+    assert "all_reduce" not in single.parts

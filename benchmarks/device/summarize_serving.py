@@ -5,6 +5,7 @@ what nvidia-smi saw, and single-stream decode against the HBM roofline.
 
     python benchmarks/device/summarize_serving.py benchmarks/results/h200-2026-11-29
     python benchmarks/device/summarize_serving.py benchmarks/results/h200x2-2026-11-30
+    python benchmarks/device/summarize_serving.py benchmarks/results/h200x2-tp-2026-11-30
 """
 
 from __future__ import annotations
@@ -25,16 +26,18 @@ RUNS = {  # report file -> (service, engine, serving configuration, plan)
     "bench-vllm-gpu-throughput-1api.json": ("vllm-gpu", VLLM, "throughput", "A1"),
     "bench-llama-gpu-throughput.json": ("llama-gpu", LLAMA_CPP, "throughput", "B"),
     "bench-llama-gpu-throughput-steady.json": ("llama-gpu", LLAMA_CPP, "throughput", "B"),
+    "bench-vllm-gpu-tp2.json": ("vllm-gpu", VLLM, "throughput", "C"),
 }
 
 
 def decode_bytes(plan: dict, service: str) -> int:
-    """Bytes one decoded token reads: the weights on the GPU (llama.cpp's input embedding is a
-    host-side lookup; vLLM's is one row of it, so neither reads the matrix)."""
+    """Bytes one decoded token reads on each GPU: the weights there (llama.cpp's input embedding
+    is a host-side lookup; vLLM's is one row of it, so neither reads the matrix). With tensor
+    parallelism each GPU holds and reads its shard, embedding included, in parallel."""
     place = plan["gpu_memory"]["placements"][service]
     weights = place["parts"]["weights"]
     if service == "vllm-gpu":  # the embedding matrix of a Llama-2-7B: 32000 x 4096 x bf16
-        weights -= 32000 * 4096 * 2
+        weights -= 32000 * 4096 * 2 // place.get("tensor_parallel_size", 1)
     return weights
 
 
