@@ -8,8 +8,10 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -427,7 +429,7 @@ def test_llmhost_cli_failure_is_one_line(tmp_path: Path) -> None:
     assert result["msg"].endswith("llmhost: image build failed: x")
 
 
-def test_source_bundle_is_deterministic(tmp_path: Path) -> None:
+def test_source_bundle_is_a_deterministic_wheel_that_installs(tmp_path: Path) -> None:
     src = tmp_path / "checkout"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for name in ("llmhost", "templates"):
@@ -440,10 +442,33 @@ def test_source_bundle_is_deterministic(tmp_path: Path) -> None:
     first = run_module("llmhost_source_bundle", args, tmp_path, library=FACTS_LIB)
     assert {p: p.read_bytes() for p in sources} == sources  # the checkout is only read
     bundle = Path(first["bundle"])
+    version = f"{first['version']}+{first['fingerprint'][:12]}"
+    assert first["wheel"] == f"llmhost-{version}-py3-none-any.whl"
     with tarfile.open(bundle) as tar:
-        link = tar.getmember("llmhost/_linked")
-        assert link.issym() and link.linkname == "../templates"
-        assert "templates/host/grub-llmhost.cfg.j2" in tar.getnames()
+        assert tar.getnames() == [first["wheel"]]  # no wheelhouse asked for
+        wheel = tmp_path / first["wheel"]
+        wheel.write_bytes(tar.extractfile(first["wheel"]).read())  # type: ignore[union-attr]
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+        metadata = whl.read(f"llmhost-{version}.dist-info/METADATA").decode()
+    # The linked folder is packed as its files; the metadata is pyproject's.
+    assert "llmhost/_linked/host/grub-llmhost.cfg.j2" in names
+    assert "llmhost/_templates/compose.yaml.j2" in names and "llmhost/cli/main.py" in names
+    assert not any("__pycache__" in n or n.startswith("templates/") for n in names)
+    assert f"Version: {version}" in metadata and "Requires-Dist: jinja2>=3.1" in metadata
+    # pip installs it as it is, and the installed copy renders a template and has its script.
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--disable-pip-version-check", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", "import llmhost.templates as t; "
+         "print(t.TEMPLATE_DIRS[0], len(t.render('compose.yaml.j2', services=[], project='p')))"],
+        env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True,
+        text=True, check=False,
+    )  # fmt: skip
+    assert probe.stdout.startswith(str(target / "llmhost" / "_templates")), probe.stderr
+    assert (target / "bin" / "llmhost").exists()
     data = bundle.read_bytes()
     bundle.unlink()
     os.utime(src / "pyproject.toml", (1, 1))  # another mtime, same content: same bytes
@@ -454,7 +479,18 @@ def test_source_bundle_is_deterministic(tmp_path: Path) -> None:
     assert first["version"] and first["files"] > 20
     (src / "llmhost" / "plan.py").write_text((src / "llmhost" / "plan.py").read_text() + "\n")
     third = run_module("llmhost_source_bundle", args, tmp_path, library=FACTS_LIB)
-    assert third["fingerprint"] != first["fingerprint"]
+    assert third["fingerprint"] != first["fingerprint"] and third["wheel"] != first["wheel"]
+
+
+def test_source_bundle_carries_the_wheelhouse_but_not_a_stale_llmhost(tmp_path: Path) -> None:
+    house = tmp_path / "house"
+    house.mkdir()
+    (house / "PyYAML-6.0-py3-none-any.whl").write_bytes(b"a wheel")
+    (house / "llmhost-0.0.1-py3-none-any.whl").write_bytes(b"an old llmhost")
+    args = {"src": str(REPO), "dest": str(tmp_path / "b"), "wheelhouse": str(house)}
+    result = run_module("llmhost_source_bundle", args, tmp_path, library=FACTS_LIB)
+    with tarfile.open(result["bundle"]) as tar:
+        assert tar.getnames() == [result["wheel"], "wheelhouse/PyYAML-6.0-py3-none-any.whl"]
 
 
 def test_config_is_checked_by_llmhost_on_the_controller(tmp_path: Path) -> None:

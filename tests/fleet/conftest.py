@@ -85,15 +85,15 @@ def _required() -> None:
 
 
 def ensure_wheelhouse() -> Path:
-    """llmhost's dependencies as wheels (plus its build backend), cached per pyproject.toml:
-    the guests install from them with no index, as an air-gapped lab would."""
+    """llmhost's dependencies as wheels, cached per pyproject.toml: the guests install from them
+    with no index, as an air-gapped lab would (llmhost's own wheel comes from the bundle)."""
     key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:16]
     final = cache_dir() / "fleet" / f"wheels-{key}"
     if not (final / "DONE").exists():
         partial = final.with_name(final.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         _run([sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check",
-              "--wheel-dir", str(partial), str(REPO), "setuptools>=68", "wheel"],
+              "--wheel-dir", str(partial), str(REPO)],
              capture_output=True)  # fmt: skip
         for own in partial.glob("llmhost-*.whl"):
             own.unlink()
