@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import os
@@ -242,7 +241,7 @@ def test_bad_manifest_through_the_cli(tmp_path):
     assert_one_clear_line(run("doctor", "--from", str(snap)), "has unknown key(s) evil")
 
 
-# -- hostnames and --write-inventory ------------------------------------------------------------
+# -- hostnames ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -250,30 +249,10 @@ def test_bad_manifest_through_the_cli(tmp_path):
 )
 def test_hostname_from_a_snapshot_never_becomes_a_path(tmp_path, hostname):
     snap = craft(tmp_path / "s.tar.gz", {"proc/sys/kernel/hostname": hostname + b"\n"})
-    inv = tmp_path / "inv" / "host_vars"
-    inv.mkdir(parents=True)
-    result = run("plan", "--from", str(snap), "--write-inventory", str(inv))
+    result = run("plan", "--from", str(snap))
     assert_one_clear_line(result, "/proc/sys/kernel/hostname holds")
     assert "not a hostname" in result.output
-    assert sorted(p.name for p in tmp_path.rglob("*")) == [
-        "host_vars",
-        "inv",
-        "llmhost-empty.yaml",
-        "s.tar.gz",
-    ]
-
-
-def test_write_host_vars_checks_the_hostname_itself(tmp_path):
-    from llmhost.config import load_config
-    from llmhost.inventory import write_host_vars
-    from llmhost.plan import make_plan
-
-    plan = make_plan(gather(SnapshotSource(ZEN4_SNAPSHOT)), load_config(None), "cpu")
-    out = tmp_path / "out"
-    with pytest.raises(LlmhostError, match="not a hostname"):
-        write_host_vars(dataclasses.replace(plan, hostname="../escape"), out / "hv")
-    assert not out.exists()
-    assert write_host_vars(plan, out / "hv") == out / "hv" / "vm.yml"
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["llmhost-empty.yaml", "s.tar.gz"]
 
 
 @pytest.mark.parametrize("name", ["vm", "zen3-desktop", "gpu01.lab.example.org", "build_host"])
