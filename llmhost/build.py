@@ -5,12 +5,11 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import tarfile
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -22,11 +21,11 @@ from llmhost.errors import LlmhostError
 from llmhost.floors import build_gate
 from llmhost.image_checks import add_labels, verify_built_image
 from llmhost.plan import CUDA_IMAGES, Plan, ServicePlan
+from llmhost.progress import ByteProgress, Progress, PullProgress
 from llmhost.services import REGISTRY, VLLM
 from llmhost.source_fixes import FixedFile, fix_tree
 from llmhost.templates import render
 
-Progress = Callable[[str], None]
 # A release at or above every llama.cpp security floor known to llmhost (docs/security.md).
 DEFAULT_LLAMA_REF = "b10864"
 LABEL_SOURCE_FIXES = "io.llmhost.llama.source_fixes"  # ids of llmhost.source_fixes applied
@@ -116,7 +115,11 @@ def fetch_release(ref: str, progress: Progress) -> LlamaSource:
     dest.mkdir(parents=True, exist_ok=True)
     try:
         with urllib.request.urlopen(url, timeout=60) as resp, tempfile.TemporaryFile() as tmp:
-            shutil.copyfileobj(resp, tmp)
+            size = int(resp.headers.get("Content-Length") or 0)
+            counter = ByteProgress(f"llama.cpp {ref}", size, progress)
+            while chunk := resp.read(1 << 20):
+                tmp.write(chunk)
+                counter.add(len(chunk))
             tmp.seek(0)
             with tarfile.open(fileobj=tmp, mode="r:gz") as tar:
                 tar.extractall(dest, filter="data")
@@ -261,10 +264,14 @@ def _floor_gates(
 
 
 def _stream(events: Iterator[dict[str, Any]], progress: Progress) -> str:
-    """Print the build log as it streams; return the image id or raise with the last lines."""
+    """Print the build log as it streams (a base image's pull condensed); return the image id or
+    raise with the last lines."""
     tail: list[str] = []
     image_id = ""
+    pull = PullProgress(progress)
     for event in events:
+        if "status" in event:
+            pull.feed(event)
         if "stream" in event:
             for line in event["stream"].splitlines():
                 if line.strip():

@@ -12,7 +12,6 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +21,10 @@ from llmhost.facts import HostFacts
 from llmhost.image_checks import refuse_mismatched_cpu_image
 from llmhost.models import read_hf_model, read_model_header
 from llmhost.plan import Plan, ServicePlan
+from llmhost.progress import Progress
 from llmhost.services import REGISTRY
 from llmhost.templates import render
 
-Progress = Callable[[str], None]
 STATE_ENV = "LLMHOST_STATE_DIR"
 
 

@@ -14,7 +14,7 @@ import io
 import json
 import re
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 from llmhost.errors import LlmhostError
 from llmhost.facts import HostFacts
 from llmhost.plan import _ISA_SWITCHES, IMAGES, Plan
+from llmhost.progress import Progress
 
 LABEL_ISA = "io.llmhost.isa"
 LABEL_CMAKE = "io.llmhost.llama.cmake_flags"
@@ -361,7 +362,6 @@ def refuse_mismatched_cpu_image(plan: Plan, facts: HostFacts) -> None:
 
 # ---------------------------------------------------------------- after `llmhost build`
 
-Progress = Callable[[str], None]
 _PROBE = (
     'ls -1 /usr/local/cuda*/compat/ 2>/dev/null; echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"; '
     "readlink -f /app/libggml-cuda.so 2>/dev/null"

@@ -18,7 +18,6 @@ import struct
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,7 +213,6 @@ def _models_tar(models: dict[str, Path]) -> bytes:
     return out.getvalue()
 
 
-Progress = Callable[[str], None]
 
 
 def run_selftest(client: Any, image: str, threads: int = 2) -> SelfTest:

@@ -124,3 +124,6 @@ FROM_OPTION = click.option(
     help="Analyse a snapshot made by `llmhost snapshot` instead of this host.",
 )
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+QUIET_OPTION = click.option(
+    "-q", "--quiet", is_flag=True, help="No progress lines: results and errors only."
+)

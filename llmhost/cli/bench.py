@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from llmhost.cli.app import JSON_OPTION, App, pass_app
+from llmhost.cli.app import JSON_OPTION, QUIET_OPTION, App, pass_app
 from llmhost.cli.render import echo_json
 from llmhost.config import SERVICE_PROFILES
 from llmhost.errors import LlmhostError
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 )
 @click.argument("reports", nargs=-1, metavar="[REPORT.json]...")
 @JSON_OPTION
+@QUIET_OPTION
 @pass_app
 def command(
     app: App,
@@ -78,6 +79,7 @@ def command(
     replot: bool,
     reports: tuple[str, ...],
     as_json: bool,
+    quiet: bool,
 ) -> None:
     """Stream requests, report TTFT/ITL/TPOT/E2E percentiles and tok/s, gate against targets.
 
@@ -118,12 +120,16 @@ def command(
         gated_at = svc.bench_concurrency
     runs, checks = [], []
     for level in concurrency or (config.bench.concurrency or gated_at or 1,):
+        n = n_requests or max(config.bench.requests, 2 * level)
+        tokens = max_tokens or config.bench.max_tokens
+        if not quiet:  # on stderr: --json keeps stdout to the report
+            click.echo(f"{url}: {level} user(s), {n} requests of {tokens} tokens", err=True)
         result = run_bench(
             url,
             mode=mode,
             concurrency=level,  # type: ignore[arg-type]
-            requests=n_requests or max(config.bench.requests, 2 * level),
-            max_tokens=max_tokens or config.bench.max_tokens,
+            requests=n,
+            max_tokens=tokens,
             warmup=config.bench.warmup,
             api_key=key_for(config.api_key, service=service, send_key=send_key),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from llmhost.cli.app import FROM_OPTION, PROFILE_OPTION, App, pass_app
+from llmhost.cli.app import FROM_OPTION, PROFILE_OPTION, QUIET_OPTION, App, pass_app
 
 
 @click.command("build")
@@ -33,6 +33,7 @@ from llmhost.cli.app import FROM_OPTION, PROFILE_OPTION, App, pass_app
     help="Build a llama.cpp/vLLM version below its security floor anyway (recorded in "
     "the image as io.llmhost.floor_override; doctor reports it as a failure).",
 )
+@QUIET_OPTION
 @pass_app
 def command(
     app: App,
@@ -43,6 +44,7 @@ def command(
     base_image: str | None,
     jobs: int | None,
     allow_below_floor: bool,
+    quiet: bool,
 ) -> None:
     """Render the Dockerfiles from the plan and build them, streaming the build log; the CPU image
     is self-tested before it is tagged. With --from, build for the host a snapshot describes (the
@@ -51,6 +53,9 @@ def command(
     from llmhost.config import check_value
     from llmhost.errors import LlmhostError
     from llmhost.floors import build_gate
+    from llmhost.progress import quiet as silent
+
+    progress = silent if quiet else click.echo
 
     if llama_source and llama_ref:
         raise LlmhostError("give --llama-source or --llama-ref, not both", exit_code=2)
@@ -66,13 +71,13 @@ def command(
         ref = llama_ref or config.images.llama_ref or DEFAULT_LLAMA_REF
         if not llama_source and not allow_below_floor:
             build_gate("llama-cpu", ref, allow_below_floor=False)  # refuse before downloading it
-        source = local_source(llama_source) if llama_source else fetch_release(ref, click.echo)
+        source = local_source(llama_source) if llama_source else fetch_release(ref, progress)
     built = build_images(
         plan,
         config,
         source=source,
         base_image=base_image,
-        progress=click.echo,
+        progress=progress,
         jobs=jobs,
         allow_below_floor=allow_below_floor,
         selftest_here=snapshot is None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from llmhost import deploy as deploy_lib
-from llmhost.cli.app import PROFILE_OPTION, App, pass_app
+from llmhost.cli.app import PROFILE_OPTION, QUIET_OPTION, App, pass_app
 
 
 @click.command("deploy")
@@ -34,9 +34,16 @@ from llmhost.cli.app import PROFILE_OPTION, App, pass_app
     is_flag=True,
     help="Print the compose project and the GPU memory table; touch neither Docker nor the host.",
 )
+@QUIET_OPTION
 @pass_app
 def command(
-    app: App, profile: str | None, timeout_s: int, bench: bool, no_hugepages: bool, dry_run: bool
+    app: App,
+    profile: str | None,
+    timeout_s: int,
+    bench: bool,
+    no_hugepages: bool,
+    dry_run: bool,
+    quiet: bool,
 ) -> None:
     """Render the compose project from the plan, start it and wait until healthy."""
     config = app.config()
@@ -48,13 +55,16 @@ def command(
         for line in gpu_memory_lines(plan):
             click.echo(f"#{line}")
         return
+    from llmhost.progress import quiet as silent
+
     facts, plan = app.plan(profile)
-    click.echo(f"deploying {', '.join(s.name for s in plan.services)} (profile {plan.profile})")
+    progress = silent if quiet else click.echo
+    progress(f"deploying {', '.join(s.name for s in plan.services)} (profile {plan.profile})")
     deploy_lib.up(
         plan,
         config,
         facts,
-        progress=click.echo,
+        progress=progress,
         timeout_s=timeout_s,
         allow_no_hugepages=no_hugepages,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from llmhost.cli.app import App, pass_app
+from llmhost.cli.app import QUIET_OPTION, App, pass_app
 
 
 @click.command("pull")
@@ -19,7 +19,7 @@ from llmhost.cli.app import App, pass_app
 @click.option(
     "--name", default=None, help="Name under models_dir (default: FILE, or the repository's name)."
 )
-@click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+@QUIET_OPTION
 @pass_app
 def command(
     app: App, repo: str, file: str | None, revision: str, name: str | None, quiet: bool
