@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import subprocess
 import tarfile
 import tempfile
 import time
@@ -220,7 +221,13 @@ def labels_for(svc: ServicePlan, plan: Plan, source: LlamaSource | None) -> dict
 
 
 def render_dockerfile(
-    svc: ServicePlan, plan: Plan, config: Config, base_image: str, labels: dict[str, str], jobs: int
+    svc: ServicePlan,
+    plan: Plan,
+    config: Config,
+    base_image: str,
+    labels: dict[str, str],
+    jobs: int,
+    buildkit: bool = False,
 ) -> str:
     """The service's Dockerfile template, given every build input (each uses what it needs)."""
     build = plan.build
@@ -238,7 +245,65 @@ def render_dockerfile(
         cuda_architectures=build.cuda_architectures,
         vllm_version=config.images.vllm_version,
         torch_cuda_arch_list=build.torch_cuda_arch_list,
+        buildkit=buildkit,
     )
+
+
+@dataclass(frozen=True)
+class BuildKit:
+    """A docker CLI that builds with BuildKit: its argv and the environment it needs."""
+
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+
+
+def _docker_clis() -> list[str]:
+    """Every `docker` executable on PATH, in PATH's order, each file once."""
+    found: list[str] = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        path = os.path.join(folder or ".", "docker")
+        if os.access(path, os.X_OK) and os.path.realpath(path) not in map(os.path.realpath, found):
+            found.append(path)
+    return found
+
+
+def find_buildkit() -> BuildKit | None:
+    """The first docker CLI on PATH that builds with BuildKit: one with the buildx plugin, or a
+    CLI older than 23.0, whose `docker build` is BuildKit's own when DOCKER_BUILDKIT=1 (newer
+    CLIs hand BuildKit builds to buildx alone). None: the engine's classic builder."""
+    for cli in _docker_clis():
+        try:
+            if subprocess.run([cli, "buildx", "version"], capture_output=True, timeout=20,
+                              check=False).returncode == 0:  # fmt: skip
+                return BuildKit((cli, "buildx", "build", "--load"))  # into the engine's images
+            version = subprocess.run(
+                [cli, "version", "--format", "{{.Client.Version}}"],
+                capture_output=True, text=True, timeout=20, check=False,
+            ).stdout  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        major = re.match(r"\s*(\d+)\.", version)
+        if major and int(major[1]) < 23:
+            return BuildKit((cli, "build"), (("DOCKER_BUILDKIT", "1"),))
+    return None
+
+
+def build_with_buildkit(kit: BuildKit, context: IO[bytes], tag: str, progress: Progress) -> None:
+    """`docker build` of a gzip tar context on stdin, BuildKit's plain log streamed."""
+    cmd = [*kit.argv, "--progress=plain", "--tag", tag, "-"]
+    tail: list[str] = []
+    env = {**os.environ, **dict(kit.env)}
+    with subprocess.Popen(cmd, stdin=context, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, errors="replace", env=env) as proc:  # fmt: skip
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.strip():
+                tail = [*tail[-15:], line.rstrip()]
+                progress(line.rstrip())
+        rc = proc.wait()
+    if rc != 0:
+        detail = "\n".join(tail[-8:])
+        raise LlmhostError(f"image build failed: {' '.join(kit.argv)} exited {rc}\n{detail}")
 
 
 def _floor_gates(
@@ -342,11 +407,14 @@ def build_images(
     jobs: int | None = None,
     allow_below_floor: bool = False,
     selftest_here: bool = True,
+    buildkit: BuildKit | None = None,
 ) -> list[BuiltImage]:
     """Build every planned service's image; the llama ones from `source` with the known source
     fixes. Versions below their security floor are refused first; each image is built under a
     `:candidate` tag, checked against the plan's host, the CPU image self-tested (unless built
-    for another host: `selftest_here`), and only then tagged as the plan names it."""
+    for another host: `selftest_here`), and only then tagged as the plan names it. With
+    `buildkit` the docker CLI builds them (compiles through ccache in a cache mount), else the
+    engine's classic builder."""
     import docker
     from docker.errors import DockerException
 
@@ -373,23 +441,27 @@ def build_images(
         planned_jobs = plan.build.cuda_compile_jobs if svc.gpu else plan.build.compile_jobs
         dockerfile = render_dockerfile(
             svc, plan, config, base_image or config.images.base_image, labels,
-            jobs or planned_jobs,
+            jobs or planned_jobs, buildkit=buildkit is not None,
         )  # fmt: skip
         candidate = with_tag(svc.image, "candidate")
-        progress(f"building {svc.image} ({svc.name})")
+        how = "BuildKit" if buildkit else "the classic builder"
+        progress(f"building {svc.image} ({svc.name}) with {how}")
         start = time.monotonic()
         context = build_context(dockerfile, source if needs_source else None, fixed)
         with context as ctx:
-            events = client.build(
-                fileobj=ctx,
-                custom_context=True,
-                encoding="gzip",
-                tag=candidate,
-                rm=True,
-                forcerm=True,
-                decode=True,
-            )
-            _stream(events, progress)
+            if buildkit is not None:
+                build_with_buildkit(buildkit, ctx, candidate, progress)
+            else:
+                events = client.build(
+                    fileobj=ctx,
+                    custom_context=True,
+                    encoding="gzip",
+                    tag=candidate,
+                    rm=True,
+                    forcerm=True,
+                    decode=True,
+                )
+                _stream(events, progress)
         info = client.inspect_image(candidate)
         cuda = plan.build.cuda_version
         devel = cuda_image(cuda, "devel") if cuda else None

@@ -64,6 +64,7 @@ SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
             "cmake_flags": list(cpu_cmake_flags(gather(SnapshotSource(ZEN4_SNAPSHOT)).cpu)[0]),
             "labels": _labels("epyc-avx512", "avx2,avx512f,avx512_vnni,avx512_bf16"),
             "jobs": 2,
+            "buildkit": False,
         },
     ),
     "rtx5090-cuda": (
@@ -75,6 +76,7 @@ SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
             "cmake_flags": ZEN4_FLAGS,
             "labels": _labels("rtx5090", "avx2,avx512f,avx512_vnni,avx512_bf16"),
             "jobs": 16,
+            "buildkit": True,
         },
     ),
     "h100-cuda": (
@@ -86,6 +88,7 @@ SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
             "cmake_flags": SAPPHIRE_RAPIDS_FLAGS,
             "labels": _labels("h100", "avx512f,avx512_vnni,avx512_bf16,amx_tile,amx_int8"),
             "jobs": 32,
+            "buildkit": False,
         },
     ),
     "rtx5090-vllm": (
@@ -105,6 +108,9 @@ SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
         },
     ),
 }
+SAMPLES["this-host-cpu-buildkit"] = (
+    "llama-cpu.Dockerfile.j2", {**SAMPLES["this-host-cpu"][1], "buildkit": True}
+)
 TRICKY_LABEL = 'say "hi" to $HOME \\ now'
 LLAMA_SAMPLES = [name for name, (template, _) in SAMPLES.items() if "llama" in template]
 
@@ -289,6 +295,23 @@ def test_vllm_tag_is_pinned() -> None:
 def test_missing_variable_is_an_error(template: str) -> None:
     with pytest.raises(jinja2.UndefinedError):
         render_template(template, labels={})
+
+
+@pytest.mark.parametrize("name", LLAMA_SAMPLES)
+def test_buildkit_compiles_through_ccache_in_a_cache_mount(name: str) -> None:
+    """BuildKit: ccache installed and on (GGML_CCACHE), the compile RUN mounts its cache; the
+    classic builder knows no --mount, so its Dockerfile has none and ccache stays off."""
+    text, values, instructions = render(name)
+    runs = [i.args for i in instructions if i.keyword == "RUN"]
+    compile_run = next(r for r in runs if "cmake --build" in r)
+    configure = cmake_configure_args(instructions)
+    if values["buildkit"]:
+        assert compile_run.startswith("--mount=type=cache,id=llmhost-ccache,")
+        assert compile_run.split()[0].endswith("target=/root/.cache/ccache")
+        assert "-DGGML_CCACHE=ON" in configure and " ccache " in runs[0] + " "
+    else:
+        assert "--mount" not in text and "ccache " not in runs[0] + " "
+        assert "-DGGML_CCACHE=OFF" in configure
 
 
 @pytest.mark.skipif(

@@ -33,6 +33,12 @@ from llmhost.cli.app import FROM_OPTION, PROFILE_OPTION, QUIET_OPTION, App, pass
     help="Build a llama.cpp/vLLM version below its security floor anyway (recorded in "
     "the image as io.llmhost.floor_override; doctor reports it as a failure).",
 )
+@click.option(
+    "--no-buildkit",
+    is_flag=True,
+    help="Build with the engine's classic builder even where a docker CLI can use BuildKit "
+    "(which keeps compiles in a ccache between builds).",
+)
 @QUIET_OPTION
 @pass_app
 def command(
@@ -44,12 +50,19 @@ def command(
     base_image: str | None,
     jobs: int | None,
     allow_below_floor: bool,
+    no_buildkit: bool,
     quiet: bool,
 ) -> None:
     """Render the Dockerfiles from the plan and build them, streaming the build log; the CPU image
     is self-tested before it is tagged. With --from, build for the host a snapshot describes (the
     self-test then runs there: `llmhost doctor`)."""
-    from llmhost.build import DEFAULT_LLAMA_REF, build_images, fetch_release, local_source
+    from llmhost.build import (
+        DEFAULT_LLAMA_REF,
+        build_images,
+        fetch_release,
+        find_buildkit,
+        local_source,
+    )
     from llmhost.config import check_value
     from llmhost.errors import LlmhostError
     from llmhost.floors import build_gate
@@ -81,6 +94,7 @@ def command(
         jobs=jobs,
         allow_below_floor=allow_below_floor,
         selftest_here=snapshot is None,
+        buildkit=None if no_buildkit else find_buildkit(),
     )
     for image in built:
         flags = image.labels.get("io.llmhost.llama.cmake_flags", "")
