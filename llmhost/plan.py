@@ -296,7 +296,7 @@ def memory_limit_mib(
     if isinstance(model, ModelHeader):
         mem = model_memory(spec.name, model, svc)
         need = mem.weights_bytes
-        gpu_layers = getattr(knobs, "gpu_layers", None)
+        gpu_layers = knobs.gpu_layers if isinstance(knobs, LlamaKnobs) else None
         if gpu_layers is None or gpu_layers < model.n_layer:  # KV and compute on the CPU
             need += mem.kv_cache_bytes + mem.compute_bytes
     elif isinstance(model, HfModel):

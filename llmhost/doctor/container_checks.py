@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from llmhost.doctor.result import Context, Finding, fail, needs_engine, ok, skip, warn
-from llmhost.image_checks import cmake_defines
+from llmhost.image_checks import LABEL_CMAKE, cmake_defines
 from llmhost.plan import BuildPlan
 from llmhost.services import LLAMA_CPP, REGISTRY
 
 LABEL_PROFILE = "io.llmhost.profile"
-LABEL_CMAKE = "io.llmhost.llama.cmake_flags"
 LABEL_CUDA_ARCH = "io.llmhost.cuda.architectures"
 IMAGE_PROFILES = {name: spec.image_profile for name, spec in REGISTRY.items()}
 
