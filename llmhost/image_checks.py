@@ -21,7 +21,8 @@ from typing import Any
 
 from llmhost.errors import LlmhostError
 from llmhost.facts import HostFacts
-from llmhost.plan import _ISA_SWITCHES, IMAGES, Plan
+from llmhost.isa import REQUIRES as ISA_REQUIRES
+from llmhost.plan import IMAGES, Plan
 from llmhost.progress import Progress
 
 LABEL_ISA = "io.llmhost.isa"
@@ -271,12 +272,6 @@ def forward_compat_check(
 
 # ---------------------------------------------------------------- CPU instruction sets
 
-# ISA names as llmhost labels them (lower-case GGML switch names) -> /proc/cpuinfo flags needed.
-ISA_REQUIRES: dict[str, tuple[str, ...]] = {
-    "sse3": ("sse3",),
-    "ssse3": ("ssse3",),
-    **{switch.removeprefix("GGML_").lower(): needed for needed, switch in _ISA_SWITCHES},
-}
 
 
 def cmake_defines(flags: str) -> dict[str, str]:

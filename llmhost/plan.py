@@ -33,6 +33,9 @@ from llmhost.gpu_memory import (
     VllmDemand,
     plan_gpu_memory,
 )
+from llmhost.isa import FEATURES as ISA_FEATURES
+from llmhost.isa import LEAVE_OUT_GROUPS
+from llmhost.isa import enabled as isa_enabled
 from llmhost.models import HfModel, ModelHeader, read_hf_model, read_model_header
 from llmhost.services import (
     HOST_MEMORY_HEADROOM,
@@ -359,36 +362,9 @@ def plan_hugepages(
 
 # ---------------------------------------------------------------- build flags
 
-# GGML_AVX512 compiles F+CD+VL+DQ+BW together; its extensions need all of them.
-AVX512_BASE = ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")
-# (cpuinfo flags required, CMake switch)
-_ISA_SWITCHES: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("avx",), "GGML_AVX"),
-    (("avx2",), "GGML_AVX2"),
-    (("fma",), "GGML_FMA"),
-    (("f16c",), "GGML_F16C"),
-    (("bmi2",), "GGML_BMI2"),
-    (("avx_vnni",), "GGML_AVX_VNNI"),
-    (AVX512_BASE, "GGML_AVX512"),
-    (("avx512_vbmi",), "GGML_AVX512_VBMI"),
-    (("avx512_vnni",), "GGML_AVX512_VNNI"),
-    (("avx512_bf16",), "GGML_AVX512_BF16"),
-    (("amx_tile",), "GGML_AMX_TILE"),
-    (("amx_int8",), "GGML_AMX_INT8"),
-    (("amx_bf16",), "GGML_AMX_BF16"),
-)
-
-
-# What leaving one feature out turns off (AMX's kernels need AVX-512 VNNI, so they go with it).
-_AMX = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
-LEAVE_OUT_SWITCHES: dict[str, tuple[str, ...]] = {
-    "amx": _AMX,
-    "avx512": ("GGML_AVX512", "GGML_AVX512_VBMI", "GGML_AVX512_VNNI", "GGML_AVX512_BF16", *_AMX),
-    "avx512_vnni": ("GGML_AVX512_VNNI", *_AMX),
-    "avx512_bf16": ("GGML_AVX512_BF16",),
-    "avx512_vbmi": ("GGML_AVX512_VBMI",),
-    "avx_vnni": ("GGML_AVX_VNNI",),
-}
+# What leaving one feature out turns off (llmhost.isa: AMX's kernels need AVX-512 VNNI, so
+# they go with it).
+LEAVE_OUT_SWITCHES = LEAVE_OUT_GROUPS
 
 
 def cpu_cmake_flags(
@@ -397,15 +373,8 @@ def cpu_cmake_flags(
     """Explicit ISA switches (not -march=native) so an image built elsewhere matches this CPU;
     the features in `leave_out` (LEAVE_OUT_SWITCHES' keys) are switched off."""
     flags = ["-DGGML_NATIVE=OFF", "-DGGML_BACKEND_DL=OFF", "-DGGML_CPU_ALL_VARIANTS=OFF"]
-    off = {s for feature in leave_out for s in LEAVE_OUT_SWITCHES.get(feature, ())}
-    isa: list[str] = []
-    for needed, switch in _ISA_SWITCHES:
-        on = all(cpu.has(f) for f in needed) and switch not in off
-        if switch.startswith("GGML_AVX512_") and not all(cpu.has(f) for f in AVX512_BASE):
-            on = False
-        flags.append(f"-D{switch}={'ON' if on else 'OFF'}")
-        if on:
-            isa.append(switch.removeprefix("GGML_").lower())
+    isa = isa_enabled(set(cpu.flags), tuple(leave_out))
+    flags += [f"-D{f.switch}={'ON' if f.name in isa else 'OFF'}" for f in ISA_FEATURES]
     return tuple(flags), tuple(isa)
 
 

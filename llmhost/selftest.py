@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from llmhost.cache import cache_dir
+from llmhost.isa import FEATURES as ISA_FEATURES
 
 # One model per weight type whose kernels differ: q4_0 and q8_0 have AMX int8 and repacked
 # kernels, f16 takes the F16C/AVX-512 paths. Tiny shapes (n_embd 128) reach every one of them.
@@ -30,17 +31,8 @@ MODEL_TYPES = ("q4_0", "q8_0", "f16")
 SELFTEST_DIR = "/selftest"
 # llama-bench: 32 prompt tokens (matrix-matrix: AMX tiles) and 4 generated (matrix-vector).
 BENCH_ARGS = ("-p", "32", "-n", "4", "-r", "1", "-o", "csv")
-# ISA features a plan can leave out after its kernels crashed here (llmhost's ISA names).
-LEAVE_OUT = {
-    "amx_tile": "amx",
-    "amx_int8": "amx",
-    "amx_bf16": "amx",
-    "avx512_bf16": "avx512_bf16",
-    "avx512_vnni": "avx512_vnni",
-    "avx512_vbmi": "avx512_vbmi",
-    "avx_vnni": "avx_vnni",
-    "avx512": "avx512",
-}
+# ISA feature -> what a plan leaves out after its kernels crashed here (llmhost.isa's table).
+LEAVE_OUT = {f.name: f.leave_out for f in ISA_FEATURES if f.leave_out}
 LABEL = "io.llmhost.selftest"  # "passed" / "failed: <one line>"
 LABEL_LEAVE_OUT = "io.llmhost.selftest.leave_out"  # "amx": what the plan leaves out after a crash
 LABEL_CPU = "io.llmhost.selftest.cpu"  # the CPU model the verdict was reached on

@@ -7,30 +7,11 @@ from dataclasses import dataclass
 from llmhost.cpulist import parse_cpulist
 from llmhost.errors import LlmhostError
 from llmhost.facts.uarch import codename, microarchitecture
+from llmhost.isa import CPUINFO_FLAGS
 from llmhost.sources import Source
 
-# /proc/cpuinfo flag names that change which llama.cpp kernels can run.
-ISA_FLAGS: tuple[str, ...] = (
-    "sse3",
-    "ssse3",
-    "avx",
-    "avx2",
-    "fma",
-    "f16c",
-    "bmi2",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512dq",
-    "avx512cd",
-    "avx512_vbmi",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx_vnni",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-)
+# /proc/cpuinfo flag names that change which llama.cpp kernels can run (llmhost.isa's table).
+ISA_FLAGS = CPUINFO_FLAGS
 # The kernel spells some flags differently from the ISA names people use.
 _FLAG_ALIASES = {"pni": "sse3", "avx512vbmi": "avx512_vbmi"}
 
