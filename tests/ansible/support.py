@@ -135,6 +135,34 @@ def ansible_playbook(playbook: str | Path, *args: str, extra_vars: dict[str, Any
     return Run(tuple(cmd[3:]), rc, "".join(lines), time.monotonic() - start)
 
 
+def logged_playbook(playbook: str | Path, *args: str, log: Path,
+                    on_line: Callable[[str], None] | None = None, **kwargs: Any) -> Run:
+    """ansible_playbook with every output line also written to `log`, prefixed by the seconds
+    since the start: what task_seconds reads."""
+    start = time.monotonic()
+    with log.open("w") as out:
+
+        def line(text: str) -> None:
+            out.write(f"{time.monotonic() - start:8.1f} {text}")
+            out.flush()
+            if on_line is not None:
+                on_line(text)
+
+        return ansible_playbook(playbook, *args, on_line=line, **kwargs)
+
+
+def task_seconds(log: Path) -> list[tuple[str, float]]:
+    """(task, seconds from its header to the next one), slowest first, from a timestamped log."""
+    spans, task, began = [], None, 0.0
+    for entry in log.read_text().splitlines():
+        second, _, text = entry.strip().partition(" ")
+        if text.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [", "PLAY RECAP")):
+            if task is not None:
+                spans.append((task, round(float(second) - began, 1)))
+            task, began = text.rstrip("* "), float(second)
+    return sorted(spans, key=lambda span: -span[1])
+
+
 def run_module(module: str, args: dict[str, Any], tmp: Path, *, library: Path,
                check: bool = False, diff: bool = False) -> dict[str, Any]:
     """Run one module of a role's library/ through a real ansible-playbook; return its result

@@ -29,7 +29,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.ansible.support import Run, ansible_playbook, host_state, role_file, state_diff
+from tests.ansible.support import (
+    Run,
+    ansible_playbook,
+    host_state,
+    logged_playbook,
+    role_file,
+    state_diff,
+    task_seconds,
+)
 from tests.e2e import infra
 
 pytestmark = [pytest.mark.ansible, pytest.mark.docker, pytest.mark.e2e]
@@ -223,8 +231,18 @@ def ci(saved_host: None, tmp_path_factory: pytest.TempPathFactory) -> Inputs:
     return Inputs(vars_file, variables, work / "bench")
 
 
-def site(ci: Inputs, *args: str, extra: dict | None = None) -> Run:
-    return ansible_playbook("site.yml", *args, vars_file=ci.vars_file, extra_vars=extra)
+def site(ci: Inputs, *args: str, extra: dict | None = None, name: str | None = None) -> Run:
+    """site.yml with the CI inputs; a `name`d run is timed per task into site-report.json
+    beside the inputs (where CI time goes)."""
+    if name is None:
+        return ansible_playbook("site.yml", *args, vars_file=ci.vars_file, extra_vars=extra)
+    log = ci.vars_file.parent / f"site-{name}.log"
+    run = logged_playbook("site.yml", *args, log=log, vars_file=ci.vars_file, extra_vars=extra)
+    report = ci.vars_file.parent / "site-report.json"
+    runs = json.loads(report.read_text()) if report.exists() else {}
+    runs[name] = {"seconds": round(run.seconds, 1), "slowest_tasks": task_seconds(log)[:12]}
+    report.write_text(json.dumps(runs, indent=2) + "\n")
+    return run
 
 
 def llmhost(*args: str) -> subprocess.CompletedProcess[str]:
@@ -328,7 +346,7 @@ def test_bad_variable_is_refused_before_any_change(
 
 
 def test_real_run_provisions_the_host(ci: Inputs) -> None:
-    run = RUNS["first"] = site(ci, "--diff")
+    run = RUNS["first"] = site(ci, "--diff", name="first")
     print(f"\nfirst real run ({run.seconds:.0f} s): {run.recap_line}")
     assert run.rc == 0 and run.recap["failed"] == 0, run.tail(120)
     p = plan()
@@ -384,7 +402,7 @@ def test_real_run_provisions_the_host(ci: Inputs) -> None:
 
 
 def test_second_run_changes_nothing(ci: Inputs) -> None:
-    run = RUNS["second"] = site(ci)
+    run = RUNS["second"] = site(ci, name="second")
     print(f"\nsecond real run ({run.seconds:.0f} s): {run.recap_line}")
     assert run.rc == 0 and run.recap["failed"] == 0, run.tail(120)
     assert run.recap["changed"] == 0, f"changed: {run.changed_tasks()}"

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.ansible.support import Run, ansible_playbook
+from tests.ansible.support import Run, logged_playbook, task_seconds
 from tests.fleet.conftest import BOOT_SECONDS, FULL
 from tests.fleet.guests import Guest
 
@@ -62,34 +61,13 @@ def _playbook(inventory: Path, name: str, *args: str,
     """site.yml, host roles only, recorded in the report under `name`.
     Facts are gathered once per run (smart), not once per play of site.yml."""
     log = inventory.parent / f"fleet-{name}.log"
-    start = time.monotonic()
-    with log.open("w") as out:
-
-        def line(text: str) -> None:
-            out.write(f"{time.monotonic() - start:8.1f} {text}")
-            out.flush()
-            if on_line is not None:
-                on_line(text)
-
-        run = ansible_playbook("site.yml", "-i", str(inventory), "--skip-tags", SKIP_TAGS, *args,
-                               env={"ANSIBLE_GATHERING": "smart"}, timeout=2400, on_line=line,
-                               **kwargs)  # fmt: skip
+    run = logged_playbook("site.yml", "-i", str(inventory), "--skip-tags", SKIP_TAGS, *args,
+                          log=log, on_line=on_line, env={"ANSIBLE_GATHERING": "smart"},
+                          timeout=2400, **kwargs)  # fmt: skip
     recap = run.recaps if "PLAY RECAP" in run.output else None
     REPORT["runs"][name] = {"rc": run.rc, "seconds": round(run.seconds, 1), "recap": recap,
                             "slowest_tasks": task_seconds(log)[:5]}  # fmt: skip
     return run
-
-
-def task_seconds(log: Path) -> list[tuple[str, float]]:
-    """(task, seconds from its header to the next one), slowest first, from a timestamped log."""
-    spans, task, began = [], None, 0.0
-    for entry in log.read_text().splitlines():
-        second, _, text = entry.strip().partition(" ")
-        if text.startswith(("TASK [", "RUNNING HANDLER [", "PLAY [", "PLAY RECAP")):
-            if task is not None:
-                spans.append((task, round(float(second) - began, 1)))
-            task, began = text.rstrip("* "), float(second)
-    return sorted(spans, key=lambda span: -span[1])
 
 
 def fingerprint(guest: Guest) -> dict[str, str]:
