@@ -56,8 +56,12 @@ stop() {  # stop NAME: its process group, and wait until its GPU memory is free
   for i in $(seq 30); do pgrep -g "$g" > /dev/null || break; sleep 1; done
   kill -9 -- -"$g" 2>/dev/null; rm -f "$W/$1.pid"; sleep 2
 }
-up() {  # up PORT NAME SECONDS: wait for /health, else show why
-  for i in $(seq "$3"); do health "$1" && break; sleep 3; done
+up() {  # up PORT NAME SECONDS: wait for /health (not past a failed start), else show why
+  for i in $(seq "$3"); do
+    health "$1" && break
+    grep -q "Engine core initialization failed\|out of memory" "$W/out/$2.log" 2>/dev/null && break
+    sleep 3
+  done
   health "$1" && log "$2 healthy" || { log "$2 not healthy"; tail -30 "$W/out/$2.log"; }
 }
 sweep() {  # sweep NAME PORT: 1/8/32/64 users, 64 requests of 128 tokens each
