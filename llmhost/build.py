@@ -10,6 +10,7 @@ import tarfile
 import tempfile
 import time
 import urllib.request
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,22 +289,29 @@ def find_buildkit() -> BuildKit | None:
     return None
 
 
+TAIL_LINES = 8  # of the build log, in the error when a build fails
+
+
+def _build_failed(why: str, tail: deque[str]) -> LlmhostError:
+    """A failed build, either builder's: why, then the last lines of its log."""
+    return LlmhostError(f"image build failed: {why}\n" + "\n".join(tail))
+
+
 def build_with_buildkit(kit: BuildKit, context: IO[bytes], tag: str, progress: Progress) -> None:
     """`docker build` of a gzip tar context on stdin, BuildKit's plain log streamed."""
     cmd = [*kit.argv, "--progress=plain", "--tag", tag, "-"]
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     env = {**os.environ, **dict(kit.env)}
     with subprocess.Popen(cmd, stdin=context, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, errors="replace", env=env) as proc:  # fmt: skip
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.strip():
-                tail = [*tail[-15:], line.rstrip()]
+                tail.append(line.rstrip())
                 progress(line.rstrip())
         rc = proc.wait()
     if rc != 0:
-        detail = "\n".join(tail[-8:])
-        raise LlmhostError(f"image build failed: {' '.join(kit.argv)} exited {rc}\n{detail}")
+        raise _build_failed(f"{' '.join(kit.argv)} exited {rc}", tail)
 
 
 def _floor_gates(
@@ -331,7 +339,7 @@ def _floor_gates(
 def _stream(events: Iterator[dict[str, Any]], progress: Progress) -> str:
     """Print the build log as it streams (a base image's pull condensed); return the image id or
     raise with the last lines."""
-    tail: list[str] = []
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
     image_id = ""
     pull = PullProgress(progress)
     for event in events:
@@ -340,13 +348,12 @@ def _stream(events: Iterator[dict[str, Any]], progress: Progress) -> str:
         if "stream" in event:
             for line in event["stream"].splitlines():
                 if line.strip():
-                    tail = [*tail[-15:], line]
+                    tail.append(line)
                     progress(line)
         if "aux" in event and "ID" in event["aux"]:
             image_id = event["aux"]["ID"]
         if "error" in event:
-            detail = "\n".join(tail[-8:])
-            raise LlmhostError(f"image build failed: {event['error'].strip()}\n{detail}")
+            raise _build_failed(event["error"].strip(), tail)
     return image_id
 
 
