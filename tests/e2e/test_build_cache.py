@@ -54,6 +54,8 @@ def test_a_rebuild_compiles_from_ccache() -> None:
                             infra.ensure_base_image(), "--jobs", str(planned + 1))  # fmt: skip
     log = out + err
     assert "with BuildKit" in log and f"-j {planned + 1}" in log
+    assert "[output clipped" not in log, log[-3000:]  # BuildKit's log limits, see _dockerfile.j2
+    assert HITS.search(log), f"no ccache counts in the build's log:\n{log[-3000:]}"
     hits, calls = (int(n) for n in HITS.findall(log)[-1])
     cacheable = int(CACHEABLE.findall(log)[-1][0])
     print(f"\nrebuild with -j {planned + 1}: {seconds:.0f} s, ccache hits {hits} of {calls}")
