@@ -18,67 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from _results import merge_cpu_runs  # beside this script, first on sys.path
 
-from llmhost.evidence import (
-    FORMAT,
-    MIN_SAMPLES,
-    NOISE_THRESHOLD,
-    RULE,
-    Hardware,
-    Metric,
-    Record,
-    combine,
-    metric_verdict,
-)
+from llmhost.evidence import FORMAT, MIN_SAMPLES, NOISE_THRESHOLD, RULE, Hardware, Record
 from llmhost.facts import to_jsonable
 from llmhost.facts.gpu import architecture_for
 from llmhost.facts.uarch import _AMD_RANGES, _INTEL_MODELS, microarchitecture
+from llmhost.tune.judge import compare
+from llmhost.tune.knobs import CPU_KNOBS, Comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "llmhost" / "data" / "evidence.json"
 
 
-@dataclass(frozen=True)
-class Comparison:
-    """A knob as a pair of benchmark configurations that differ only by that knob."""
-
-    knob: str
-    title: str
-    scope: str
-    service: str
-    candidate: str
-    baseline: str
-    compares: str
-
-
-CPU_KNOBS = (
-    Comparison("cpu.pinning", "CPU pinning", "cpu", "llama-cpu", "pinned", "unpinned",
-               "-C <mask> --cpu-strict 1 vs the same threads unpinned"),
-    Comparison("cpu.hugetlb_weights", "weights on 2 MiB hugetlb pages", "cpu", "llama-cpu",
-               "pinned_hugetlb", "pinned",
-               "--load-mode none + GLIBC_TUNABLES=glibc.malloc.hugetlb=2 vs mmap, both pinned"),
-    Comparison("cpu.pinning_hugetlb", "CPU pinning + hugetlb weights", "cpu", "llama-cpu",
-               "pinned_hugetlb", "unpinned",
-               "pinned + --load-mode none + glibc.malloc.hugetlb=2 vs unpinned mmap"),
-    Comparison("cpu.thp_weights", "weights on transparent hugepages", "cpu", "llama-cpu",
-               "pinned_thp", "pinned",
-               "--load-mode none + GLIBC_TUNABLES=glibc.malloc.hugetlb=1 vs mmap, both pinned"),
-)  # fmt: skip
-# benchmarks/gpu/h100_driver.sh named the CPU configurations after its 8 threads.
-H100_CPU_NAMES = {
-    "unpinned": "threads8",
-    "pinned": "pinned8",
-    "pinned_hugetlb": "pinned8_hugetlb",
-    "pinned_thp": "pinned8_thp",
-}
+# The lab's knobs: `llmhost tune` measures the CPU ones (llmhost.tune.knobs).
 GPU_KNOBS = (
     Comparison("gpu.flash_attn", "flash attention (llama.cpp default)", "gpu", "llama-gpu",
                "fa=on,graphs=on", "fa=off,graphs=on", "-fa 1 vs -fa 0, CUDA graphs on"),
@@ -96,55 +55,13 @@ BUILD_KNOBS = (
                "noamx", "plan's ISA with AMX (llmhost's source fix applied) vs the same without "
                "AMX (benchmarks/device/amx_check.py)"),
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Stats:
-    median: float
-    low: float
-    high: float
-    n: int
-
-    @classmethod
-    def of(cls, data: list[float] | dict) -> Stats:
-        """From raw samples, or from a {median, min, max, n} summary of them."""
-        if isinstance(data, dict):
-            return cls(data["median"], data["min"], data["max"], data["n"])
-        return cls(statistics.median(data), min(data), max(data), len(data))
-
-
-# runs: workload -> configuration -> llama-bench test -> samples (or their Stats summary)
-Runs = dict[str, dict[str, dict[str, list[float] | dict]]]
-
-
-def compare(
-    c: Comparison, runs: Runs, names: dict[str, str], hardware: Hardware, source: str
-) -> Record | None:
-    """The knob's configuration over its baseline, per workload and llama-bench test."""
-    metrics = []
-    for workload, configs in runs.items():
-        knob = configs.get(names.get(c.candidate, c.candidate))
-        base = configs.get(names.get(c.baseline, c.baseline))
-        if not knob or not base:
-            continue
-        for test in sorted(set(knob) & set(base)):
-            k, b = Stats.of(knob[test]), Stats.of(base[test])
-            ratio, low, high = (round(v / b.median, 4) for v in (k.median, k.low, k.high))
-            verdict = metric_verdict(ratio, low, high, min(k.n, b.n))
-            metrics.append(Metric(workload, test, ratio, low, high, k.n, b.n, verdict))
-    if not metrics:
-        return None
-    return Record(
-        knob=c.knob,
-        title=c.title,
-        scope=c.scope,
-        service=c.service,
-        compares=c.compares,
-        hardware=hardware,
-        metrics=tuple(metrics),
-        verdict=combine(m.verdict for m in metrics),
-        source=source,
-    )
+# benchmarks/gpu/h100_driver.sh named the CPU configurations after its 8 threads.
+H100_CPU_NAMES = {
+    "unpinned": "threads8",
+    "pinned": "pinned8",
+    "pinned_hugetlb": "pinned8_hugetlb",
+    "pinned_thp": "pinned8_thp",
+}
 
 
 # ---------------------------------------------------------------- hardware from result files

@@ -23,9 +23,8 @@ from llmhost.models import read_hf_model, read_model_header
 from llmhost.plan import Plan, ServicePlan
 from llmhost.progress import Progress
 from llmhost.services import REGISTRY
+from llmhost.state import state_dir
 from llmhost.templates import render
-
-STATE_ENV = "LLMHOST_STATE_DIR"
 
 
 @dataclass(frozen=True)
@@ -36,15 +35,6 @@ class ServiceState:
     health: str | None
     port: int | None
     restarts: int = 0
-
-
-def state_dir() -> Path:
-    """Where rendered compose files live: $LLMHOST_STATE_DIR, /var/lib/llmhost, or ~/.local."""
-    if os.environ.get(STATE_ENV):
-        return Path(os.environ[STATE_ENV])
-    if os.geteuid() == 0:
-        return Path("/var/lib/llmhost")
-    return Path.home() / ".local" / "state" / "llmhost"
 
 
 def compose_path(project: str) -> Path:

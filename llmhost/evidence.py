@@ -1,8 +1,9 @@
-"""Measured evidence for tuning knobs (llmhost/data/evidence.json) and what it says about a host.
+"""Measured evidence for tuning knobs and what it says about a host: the shipped evidence
+(llmhost/data/evidence.json, derived by `benchmarks/evidence.py` from `benchmarks/results/`) and
+this host's own (`llmhost tune` writes it under the state directory).
 
-`benchmarks/evidence.py` derives the file from `benchmarks/results/`; this module only reads it,
-judges by the rule below, and matches records to a host: CPU knobs by CPU microarchitecture,
-GPU knobs by GPU architecture. Pure apart from loading the JSON.
+This module reads both, judges by the rule below, and matches records to a host: CPU knobs by CPU
+microarchitecture, GPU knobs by GPU architecture. Pure apart from loading and saving the JSON.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from llmhost.services import LlamaKnobs
 
 EVIDENCE_PATH = Path(__file__).parent / "data" / "evidence.json"
+LOCAL_EVIDENCE = "evidence.json"  # in the state directory: `llmhost tune`'s records of this host
+TUNE_SOURCE = "llmhost tune on"  # how a record measured by `llmhost tune` names its source
+MORE_ROUNDS = 6  # a knob measured here already is measured again with this many rounds
 FORMAT = 1
 # A median gain below 2 % is not worth a knob even when the spread clears 1.0.
 NOISE_THRESHOLD = 0.02
@@ -34,10 +38,10 @@ RULE = (
     "when some metric is positive and none negative, negative when some metric is negative and "
     "none positive, else nil."
 )
-# Measuring needs llmhost's source tree (the benchmarks are not in the package), so the fix
-# names the benchmark and where its steps are written, not a path an installed wheel lacks.
+# `llmhost tune` measures the CPU knobs here; the builds and GPU knobs are lab benchmarks that
+# need llmhost's source tree, so their fix names where the steps are written, not a path an
+# installed wheel lacks.
 _STEPS = "from the llmhost source tree (its bench documentation, 'Tuning evidence')"
-MEASURE_CPU_KNOBS = f"run the CPU-knob benchmark {_STEPS}"
 MEASURE_CPU_BUILDS = f"run the CPU-build benchmark {_STEPS}"
 MEASURE_GPU_KNOBS = f"run the GPU-knob benchmark {_STEPS}"
 REBUILD_EVIDENCE = f"rebuild the packaged evidence {_STEPS}"
@@ -209,6 +213,75 @@ def load_evidence(path: Path = EVIDENCE_PATH) -> Evidence:
         return Evidence(NOISE_THRESHOLD, ())
 
 
+def local_evidence_path() -> Path:
+    from llmhost.state import state_dir
+
+    return state_dir() / LOCAL_EVIDENCE
+
+
+def load_local_evidence(path: Path | None = None) -> Evidence:
+    """This host's records from `llmhost tune`; none when it never ran. A file that is not
+    evidence is refused with one line, never half-read."""
+    from llmhost.errors import LlmhostError
+
+    path = path or local_evidence_path()
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"format {data.get('format')!r}, not {FORMAT}")
+        return parse_evidence(data)
+    except FileNotFoundError:
+        return Evidence(NOISE_THRESHOLD, ())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise LlmhostError(
+            f"{path} is not llmhost evidence ({exc})",
+            fix=f"run `llmhost tune` again, or remove {path}",
+        ) from None
+
+
+def _kind(record: Record) -> tuple[str | None, ...]:
+    hw = record.hardware
+    if record.scope == "gpu":
+        return ("gpu", hw.gpu_architecture)
+    return ("cpu", hw.vendor, hw.microarchitecture)
+
+
+def with_local(shipped: Evidence, local: Evidence) -> Evidence:
+    """This host's records beside the shipped ones: a knob measured here sets aside the shipped
+    records of that knob on the same kind of hardware (this host's own numbers judge it)."""
+    measured = {(r.knob, _kind(r)) for r in local.records}
+    kept = tuple(r for r in shipped.records if (r.knob, _kind(r)) not in measured)
+    return Evidence(shipped.noise_threshold, kept + local.records)
+
+
+def host_evidence() -> Evidence:
+    """The evidence plan and doctor judge by: the shipped records and this host's."""
+    return with_local(load_evidence(), load_local_evidence())
+
+
+def save_local_evidence(records: Iterable[Record], path: Path | None = None) -> Path:
+    """Add `records` to this host's evidence, replacing earlier ones of the same knob and kind of
+    hardware; written whole to a temporary file first, then renamed into place."""
+    from llmhost.facts import to_jsonable
+
+    path = path or local_evidence_path()
+    new = Evidence(NOISE_THRESHOLD, tuple(records))
+    merged = with_local(load_local_evidence(path), new)
+    data = {
+        "format": FORMAT,
+        "generated_by": "llmhost tune",
+        "noise_threshold": NOISE_THRESHOLD,
+        "min_samples": MIN_SAMPLES,
+        "rule": RULE,
+        "records": [to_jsonable(r) for r in merged.records],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
 # ---------------------------------------------------------------- knobs the plan applies
 
 
@@ -256,12 +329,40 @@ def _always(s: ServicePlan) -> bool:
     return True
 
 
+def _memlock(s: ServicePlan) -> bool:
+    return s.memlock
+
+
+def tune(*knobs: str, rounds: int | None = None) -> str:
+    """The command that measures `knobs` on this host."""
+    more = f" --rounds {rounds}" if rounds else ""
+    return "llmhost tune" + "".join(f" --knob {k}" for k in knobs) + more
+
+
+def measure_commands(recs: Iterable[Recommendation]) -> str:
+    """How to measure these knobs: one `llmhost tune` for those it measures, then the rest."""
+    recs = list(recs)
+    tuned = [r for r in recs if r.measure.startswith(tune())]
+    rounds = (
+        MORE_ROUNDS if any(r.measure.endswith(f"--rounds {MORE_ROUNDS}") for r in tuned) else None
+    )
+    lab = [r.measure for r in recs if r not in tuned]
+    first = [tune(*dict.fromkeys(r.knob for r in tuned), rounds=rounds)] if tuned else []
+    return "; ".join(dict.fromkeys(first + lab))
+
+
 KNOBS: dict[str, Knob] = {
-    "cpu.pinning": Knob(_pinned, None, MEASURE_CPU_KNOBS),
-    "cpu.hugetlb_weights": Knob(_hugetlb, HUGEPAGES_OFF, MEASURE_CPU_KNOBS),
-    "cpu.pinning_hugetlb": Knob(_pinned_hugetlb, HUGEPAGES_OFF, MEASURE_CPU_KNOBS),
+    "cpu.pinning": Knob(_pinned, None, tune("cpu.pinning")),
+    "cpu.hugetlb_weights": Knob(_hugetlb, HUGEPAGES_OFF, tune("cpu.hugetlb_weights")),
+    "cpu.pinning_hugetlb": Knob(_pinned_hugetlb, HUGEPAGES_OFF, tune("cpu.pinning_hugetlb")),
     # glibc.malloc.hugetlb=1 (THP for the heap): measured, never planned.
-    "cpu.thp_weights": Knob(_never, None, MEASURE_CPU_KNOBS),
+    "cpu.thp_weights": Knob(_never, None, tune("cpu.thp_weights")),
+    "cpu.mlock": Knob(_memlock, None, tune("cpu.mlock")),
+    "cpu.flash_attn": Knob(
+        _flash_attn, "flash_attn: false in llmhost.yaml", tune("cpu.flash_attn")
+    ),
+    # one llama.cpp thread per physical core is the plan; a thread per sibling is measured only.
+    "cpu.smt_threads": Knob(_never, None, tune("cpu.smt_threads")),
     "gpu.flash_attn": Knob(_flash_attn, None, MEASURE_GPU_KNOBS),
     "gpu.cuda_graphs": Knob(_cuda_graphs, None, MEASURE_GPU_KNOBS),
     "cpu_build.plan_vs_avx2": Knob(_always, None, MEASURE_CPU_BUILDS),
@@ -352,6 +453,12 @@ def recommend_knob(
     verdict = combine(m.verdict for r in here for m in r.metrics) if here else Verdict.NOT_MEASURED
     positive = verdict is Verdict.POSITIVE
     basis = "; ".join(r.basis(with_verdict=not positive) for r in here or records)
+    measured_here = any(r.source.startswith(TUNE_SOURCE) for r in here)
+    measure = (
+        f"{spec.measure} --rounds {MORE_ROUNDS}"
+        if measured_here and spec.measure.startswith(tune())
+        else spec.measure
+    )
     return Recommendation(
         knob=knob,
         title=first.title,
@@ -362,7 +469,7 @@ def recommend_knob(
         host_kind=kind,
         basis=basis,
         text=_text(applied, verdict, kind, basis),
-        measure=spec.measure,
+        measure=measure,
         turn_off=spec.off,
     )
 

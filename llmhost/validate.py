@@ -66,7 +66,7 @@ def write_report(report: dict[str, Any], path: Path) -> None:
 
 
 def default_out_dir() -> Path:
-    from llmhost.deploy import state_dir
+    from llmhost.state import state_dir
 
     return state_dir() / RESULTS_DIR
 

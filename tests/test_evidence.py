@@ -243,7 +243,7 @@ def test_emerald_rapids_snapshot_gets_the_xeon_measurements():
         )
     assert r["cpu.hugetlb_weights"].turn_off == "hugepages.enabled: false in llmhost.yaml"
     assert r["cpu.pinning"].turn_off is None  # llmhost has no setting for it: measure instead
-    assert "CPU-knob benchmark" in r["cpu.pinning"].measure
+    assert r["cpu.pinning"].measure == "llmhost tune --knob cpu.pinning"
     assert not r["cpu.thp_weights"].applied
     assert r["gpu.flash_attn"].recommended and r["gpu.flash_attn"].host_kind == "Hopper"
     assert r["gpu.cuda_graphs"].recommended
@@ -320,8 +320,7 @@ def test_doctor_warns_with_the_fix_when_an_applied_knob_measured_negative(fixtur
         result.detail
     )
     assert result.remediation == (
-        "measure this host: run the CPU-knob benchmark from the llmhost source tree (its bench "
-        "documentation, 'Tuning evidence'); "
+        "measure this host: llmhost tune --knob cpu.hugetlb_weights --knob cpu.pinning_hugetlb; "
         "or turn it off: hugepages.enabled: false in llmhost.yaml"
     )
 
@@ -330,7 +329,7 @@ def test_doctor_skips_when_nothing_applied_was_measured_here(fixture_evidence):
     result = tuning_check(EMR, Config(inference_cores=8), "cpu", fixture_evidence)
     assert result.status == "skip"
     assert result.detail.startswith("nothing applied was measured on Emerald Rapids")
-    assert "run the CPU-knob benchmark" in result.detail
+    assert "llmhost tune --knob cpu.pinning" in result.detail
     assert "turn it off" not in result.detail
 
 

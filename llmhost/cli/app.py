@@ -46,14 +46,14 @@ class App:
         facts: HostFacts | None = None,
     ) -> tuple[HostFacts, Plan]:
         """The way a command gets its plan: every fact (images and containers included: refused
-        images and running services change it), the config and the shipped evidence.
+        images and running services change it), the config, and the shipped and local evidence.
         `headers={}` plans without reading model files (a build needs none); `facts` already
         gathered are used as they are."""
-        from llmhost.evidence import load_evidence
+        from llmhost.evidence import host_evidence
         from llmhost.plan import make_plan
 
         facts = facts if facts is not None else self.facts(snapshot)
-        plan = make_plan(facts, self.config(), profile, headers=headers, evidence=load_evidence())
+        plan = make_plan(facts, self.config(), profile, headers=headers, evidence=host_evidence())
         return facts, plan
 
 

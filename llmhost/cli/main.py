@@ -27,6 +27,7 @@ COMMANDS = {
     "bench": "bench",
     "pull": "pull",
     "models": "models",
+    "tune": "tune",
     "completion": "completion",
 }
 

@@ -8,7 +8,7 @@ from llmhost.config import Config
 from llmhost.doctor.registry import CHECKS
 from llmhost.doctor.result import Context, Result, Status
 from llmhost.errors import LlmhostError
-from llmhost.evidence import Evidence, load_evidence
+from llmhost.evidence import Evidence, host_evidence
 from llmhost.facts import HostFacts
 from llmhost.plan import Plan, make_plan
 
@@ -30,9 +30,9 @@ def run_doctor(
     facts: HostFacts, config: Config, profile: str, *, live: bool, evidence: Evidence | None = None
 ) -> Report:
     """Plan (a plan failure is itself a finding), then run every check. `evidence` defaults to
-    the packaged measurements (llmhost/data/evidence.json)."""
+    the packaged measurements and this host's own (`llmhost tune`)."""
     plan, plan_error, plan_fix = None, None, None
-    evidence = load_evidence() if evidence is None else evidence
+    evidence = host_evidence() if evidence is None else evidence
     try:
         plan = make_plan(facts, config, profile, evidence=evidence)
     except LlmhostError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from llmhost.doctor.result import Context, Finding, ok, skip, warn
-from llmhost.evidence import Recommendation, Verdict
+from llmhost.evidence import Recommendation, Verdict, measure_commands
 
 
 def _names(recs: list[Recommendation]) -> str:
@@ -12,7 +12,7 @@ def _names(recs: list[Recommendation]) -> str:
 
 def _fix(recs: list[Recommendation], turn_off: bool = True) -> str:
     """`measure this host: CMD[; or turn it off: SETTING]`, each command and setting once."""
-    measure = "; ".join(dict.fromkeys(r.measure for r in recs))
+    measure = measure_commands(recs)
     off = ", ".join(dict.fromkeys(r.turn_off for r in recs if r.turn_off and turn_off))
     return f"measure this host: {measure}" + (f"; or turn it off: {off}" if off else "")
 
