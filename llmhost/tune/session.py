@@ -163,6 +163,7 @@ def run_tune(
         setups={
             s.name: {"args": s.bench_args(base, plan.cores), "env": s.bench_env(base, plan.cores)}
             for s in setups
+            if not why.get(s.name)
         },
         runs=runs,
         skipped=skipped,

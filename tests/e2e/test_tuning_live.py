@@ -183,3 +183,53 @@ def test_pool_reserved_but_hugepages_disabled_warns(
     assert hugepages_free() == free_before  # nothing took a page
     (state,) = json.loads(llmhost("status", "--json", env=env, check=True).stdout)
     assert (state["state"], state["health"]) == ("running", "healthy")
+
+
+def test_tune_measures_the_plans_knobs_and_doctor_judges_by_them(
+    base_env: dict[str, str], reserve: Callable[[int], None]
+) -> None:
+    """`llmhost tune` on the tiny model in the product image: every knob measured or skipped
+    with its reason, the hugetlb setup drawing from a real pool, the result and evidence saved,
+    and doctor reading this host's evidence instead of the shipped one."""
+    from llmhost.tune.knobs import TUNED
+
+    env = configured(base_env, "on", "hugepages: {headroom_pct: 100}")
+    plan = json.loads(llmhost("plan", "--json", env=env, check=True).stdout)
+    (svc,) = plan["services"]
+    reserve(plan["hugepages"]["pages"] + 32)
+    out = Path(env["TUNE_DIR"]) / "tune"
+    proc = llmhost("tune", "--rounds", "3", "--reps", "1", "--prompt", "32", "--gen", "8",
+                   "--out", str(out), "--json", env=env, check=True)  # fmt: skip
+    result = json.loads(proc.stdout)
+    print("\n" + proc.stderr)
+    setups, runs = result["setups"], result["runs"]
+    # read back from the plan: its compute CPU, its hugetlb environment
+    mask = svc["args"][svc["args"].index("--cpu-mask") + 1]
+    assert setups["pinned"]["args"] == ["-t", "1", "-C", mask, "--cpu-strict", "1"]
+    assert setups["pinned_hugetlb"]["env"]["GLIBC_TUNABLES"] == svc["env"]["GLIBC_TUNABLES"]
+    assert setups["unpinned"]["args"] == ["-t", "1"]
+    for name in setups:  # three interleaved rounds of one repetition each
+        assert {len(s) for s in runs[name].values()} == {3} and set(runs[name]) == {"pp32", "tg8"}
+    order = [line.split()[2].rstrip(":") for line in proc.stderr.splitlines()
+             if line.startswith("round ")]  # fmt: skip
+    per_round = len(setups)
+    assert order[:per_round] != order[per_round : 2 * per_round]  # the order rotates
+    measured = {r["knob"]: r for r in result["records"]}
+    assert set(measured) | set(result["skipped"]) == set(TUNED)
+    assert {"cpu.pinning", "cpu.hugetlb_weights", "cpu.thp_weights", "cpu.flash_attn"} <= set(
+        measured
+    ), result["skipped"]
+    for record in measured.values():
+        assert record["source"].startswith("llmhost tune on ")
+        assert all(m["n"] == 3 and m["low"] <= m["ratio"] <= m["high"] for m in record["metrics"])
+    assert Path(result["evidence"]) == Path(env["LLMHOST_STATE_DIR"]) / "evidence.json"
+    assert (out / Path(result["plot"]).name).exists() if result["plot"] else result["plot_skipped"]
+    assert len(list(out.glob("tune-*.json"))) == 1
+
+    report = json.loads(llmhost("doctor", "--json", env=env).stdout)
+    basis = " ".join(r["basis"] for r in report["plan"]["recommendations"])
+    assert basis.count("llmhost tune on ") >= len(measured) - 1, basis
+    shipped_only = json.loads(
+        llmhost("doctor", "--json", env={**env, "LLMHOST_STATE_DIR": str(out / "none")}).stdout
+    )
+    assert "llmhost tune on " not in json.dumps(shipped_only["plan"]["recommendations"])

@@ -1,0 +1,153 @@
+"""`llmhost tune` without running llama-bench: its setups read back from the plan, its requests
+checked, its records kept as this host's evidence beside the shipped one, and its table. The
+real measurement runs in tests/e2e/test_tuning_live.py."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from llmhost.config import Config, HugepagesConfig
+from llmhost.cpulist import cpumask_hex
+from llmhost.errors import LlmhostError
+from llmhost.evidence import (
+    Evidence,
+    Hardware,
+    Metric,
+    Record,
+    Verdict,
+    load_evidence,
+    load_local_evidence,
+    measure_commands,
+    recommend,
+    save_local_evidence,
+    with_local,
+)
+from llmhost.facts import gather
+from llmhost.plan import make_plan
+from llmhost.sources import SnapshotSource
+from llmhost.tune.knobs import SETUP, TUNED
+from llmhost.tune.report import table
+from llmhost.tune.session import TuneRequest, TuneResult, base_knobs
+from tests.support import H100_SNAPSHOT, SNAPSHOTS, ZEN4_SNAPSHOT
+
+EMR = gather(SnapshotSource(H100_SNAPSHOT), containers=False)  # Emerald Rapids VM, no SMT
+ZEN4 = gather(SnapshotSource(ZEN4_SNAPSHOT), containers=False)
+ZEN3_SMT = gather(SnapshotSource(SNAPSHOTS / "ryzen9-5900xt-noavx512.tar.gz"), containers=False)
+HUGETLB = Config(inference_cores=4, hugepages=HugepagesConfig(gib=1.0))
+
+
+def _plan(facts=EMR, config=HUGETLB):
+    return make_plan(facts, config, "cpu", headers={})
+
+
+def test_setups_are_the_plans_knobs_changed_one_at_a_time():
+    plan = _plan(ZEN3_SMT)
+    base, cores = base_knobs(plan), plan.cores
+    mask = cpumask_hex(cores.compute_cpus)
+    pinned = ["-t", str(len(cores.compute_cpus)), "-C", mask, "--cpu-strict", "1"]
+    assert SETUP["pinned"].bench_args(base, cores) == pinned
+    assert SETUP["unpinned"].bench_args(base, cores) == pinned[:2]
+    assert SETUP["pinned_hugetlb"].bench_args(base, cores) == [*pinned, "-lm", "none"]
+    assert SETUP["pinned_mlock"].bench_args(base, cores) == [*pinned, "-lm", "mlock"]
+    assert SETUP["pinned_fa_off"].bench_args(base, cores) == [*pinned, "-fa", "off"]
+    # exactly the environment the plan deploys llama-cpu with on hugetlb pages
+    deployed = plan.service("llama-cpu").knobs.env()["GLIBC_TUNABLES"]
+    assert SETUP["pinned_hugetlb"].bench_env(base, cores) == {"GLIBC_TUNABLES": deployed}
+    assert SETUP["pinned"].bench_env(base, cores) == {}
+    assert SETUP["pinned_thp"].bench_env(base, cores) == {
+        "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"
+    }
+    smt = SETUP["pinned_smt"].bench_args(base, cores)
+    assert smt[:3] == ["-t", str(len(cores.inference_cpus)), "-C"]
+    assert smt[3] == cpumask_hex(cores.inference_cpus)
+    assert len(cores.inference_cpus) == 2 * len(cores.compute_cpus)  # both siblings of each core
+
+
+def test_every_tuned_knob_compares_two_setups_that_exist():
+    for c in TUNED.values():
+        assert {c.candidate, c.baseline} <= set(SETUP), c.knob
+        assert c.candidate != c.baseline
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"knobs": ("cpu.turbo",)}, "unknown knob(s) cpu.turbo"),
+        ({"rounds": 1, "reps": 2}, "--rounds 1 x --reps 2 gives fewer than 3 samples"),
+    ],
+)
+def test_a_request_that_cannot_reach_a_verdict_is_refused(kwargs, message):
+    with pytest.raises(LlmhostError, match=message.replace("(", r"\(").replace(")", r"\)")) as e:
+        TuneRequest(Path("m.gguf"), **kwargs)
+    assert e.value.exit_code == 2
+
+
+def _record(knob: str, hardware: Hardware, ratio: float, source: str) -> Record:
+    verdict = Verdict.POSITIVE if ratio > 1.1 else Verdict.NEGATIVE if ratio < 0.9 else Verdict.NIL
+    low, high = ratio - 0.02, ratio + 0.02
+    metric = Metric("tiny", "tg16", ratio, low, high, 3, 3, verdict)
+    c = TUNED[knob]
+    return Record(knob, c.title, c.scope, c.service, c.compares, hardware, (metric,), verdict,
+                  source)  # fmt: skip
+
+
+def test_this_hosts_records_set_aside_the_shipped_ones_of_the_same_knob_and_kind():
+    shipped = load_evidence()
+    emr = [r for r in shipped.records if r.knob == "cpu.pinning" and r.hardware.microarchitecture
+           == EMR.cpu.microarchitecture]  # fmt: skip
+    assert emr, "the shipped evidence measures pinning on Emerald Rapids"
+    here = _record("cpu.pinning", Hardware.from_facts(EMR), 1.3, "llmhost tune on h 2026")
+    merged = with_local(shipped, Evidence(0.02, (here,)))
+    assert here in merged.records and not set(emr) & set(merged.records)
+    others = [r for r in shipped.records if r.knob != "cpu.pinning" or r not in emr]
+    assert set(others) <= set(merged.records)  # every other record stays
+    rec = {r.knob: r for r in recommend(merged, EMR, _plan().services)}["cpu.pinning"]
+    assert rec.verdict is Verdict.POSITIVE and "llmhost tune on h 2026" in rec.basis
+
+
+def test_local_evidence_is_saved_whole_and_replaces_only_what_was_measured_again(tmp_path):
+    path = tmp_path / "state" / "evidence.json"
+    hw = Hardware.from_facts(ZEN4)
+    pairs = (("cpu.pinning", 0.8), ("cpu.flash_attn", 1.2))
+    first = [_record(k, hw, r, "llmhost tune on a 1") for k, r in pairs]
+    save_local_evidence(first, path)
+    save_local_evidence([_record("cpu.pinning", hw, 1.0, "llmhost tune on a 2")], path)
+    records = {r.knob: r for r in load_local_evidence(path).records}
+    assert records["cpu.pinning"].source == "llmhost tune on a 2"
+    assert records["cpu.flash_attn"].source == "llmhost tune on a 1"
+    assert json.loads(path.read_text())["generated_by"] == "llmhost tune"
+    assert [p.name for p in path.parent.iterdir()] == ["evidence.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("text", ["{not json", '{"format": 99, "records": []}',
+                                  '{"format": 1, "records": [{"knob": "x"}]}'])  # fmt: skip
+def test_a_local_evidence_file_that_is_not_evidence_is_refused_in_one_line(tmp_path, text):
+    path = tmp_path / "evidence.json"
+    path.write_text(text)
+    with pytest.raises(LlmhostError) as e:
+        load_local_evidence(path)
+    assert str(e.value).startswith(f"{path} is not llmhost evidence (") and "\n" not in str(e.value)
+    assert e.value.fix == f"run `llmhost tune` again, or remove {path}"
+    assert load_local_evidence(tmp_path / "absent.json").records == ()
+
+
+def test_measure_commands_join_the_knobs_tune_measures_into_one_command():
+    shipped = load_evidence()
+    recs = recommend(shipped, EMR, _plan().services)
+    tuned = [r for r in recs if r.knob in ("cpu.pinning", "cpu.hugetlb_weights")]
+    assert measure_commands(tuned) == ("llmhost tune --knob cpu.hugetlb_weights --knob cpu.pinning")
+    again = [replace(r, measure=r.measure + " --rounds 6") for r in tuned]
+    assert measure_commands(again).endswith("--knob cpu.pinning --rounds 6")
+
+
+def test_the_table_shows_each_test_with_its_spread_and_what_was_not_measured():
+    hw = Hardware.from_facts(ZEN4)
+    result = TuneResult(hw, "tiny", "m.gguf", 3, 1, {}, {}, {"cpu.mlock": "memlock limit"},
+                        (_record("cpu.pinning", hw, 1.25, "s"),), 1.0, "now")  # fmt: skip
+    rows = table(result)
+    assert rows[1].split() == ["cpu.pinning", "tg16", "+25.0%", "[+23%..+27%]", "3/3", "positive"]
+    assert rows[2] == f"{'cpu.mlock':<22} not measured: memlock limit"
