@@ -302,8 +302,10 @@ BAD_VARIABLES = [
     ({"nvidia_container_toolkit_min_version": "latest"}, "must be a version like 1.19.1"),
     ({"llmhost_facts_profile": "tpu"}, "value of llmhost_facts_profile must be one of"),
     ({"llmhost_facts_config": {"inference_cores": "two"}}, "inference_cores must be an integer"),
-    ({"llmhost_facts_config": {"hugepages": {"enabled": "yes"}}},
-     "hugepages.enabled must be true or false"),
+    (
+        {"llmhost_facts_config": {"hugepages": {"enabled": "yes"}}},
+        "hugepages.enabled must be true or false",
+    ),
     ({"llmhost_images_jobs": 0}, "llmhost_images_jobs must be 1 or more"),
     ({"llmhost_services_timeout": 5}, "llmhost_services_timeout must be from 10 to 7200"),
     ({"llmhost_validation_services": "llama-cpu"}, "llmhost_validation_services must be a list"),
@@ -367,12 +369,17 @@ def test_real_run_provisions_the_host(ci: Inputs) -> None:
     # CPU isolation: the drop-in holds the planned cores, update-grub put them in grub.cfg.
     dropin = GRUB_DROPIN.read_text()
     assert dropin.startswith(files[str(GRUB_DROPIN)])
-    assert f'LLMHOST_CMDLINE="isolcpus=managed_irq,domain,{cpulist} nohz_full={cpulist} ' \
-           f'rcu_nocbs={cpulist}' in dropin
+    assert (
+        f'LLMHOST_CMDLINE="isolcpus=managed_irq,domain,{cpulist} nohz_full={cpulist} '
+        f"rcu_nocbs={cpulist}" in dropin
+    )
     # Normal entries; recovery mode ("single") keeps GRUB_CMDLINE_LINUX only, by GRUB's design.
     entries = Path("/boot/grub/grub.cfg").read_text().splitlines()
-    linux = [x for x in entries
-             if x.strip().startswith("linux") and "vmlinuz" in x and " single" not in x]
+    linux = [
+        x
+        for x in entries
+        if x.strip().startswith("linux") and "vmlinuz" in x and " single" not in x
+    ]
     assert linux and all(f"isolcpus=managed_irq,domain,{cpulist}" in x for x in linux)
     assert "reboot required for isolcpus" in run.output
     assert Path("/var/run/reboot-required").exists()
@@ -509,3 +516,21 @@ def test_docker_role_starts_dockerd_without_systemd(ci: Inputs) -> None:
     assert infra.docker_available()
     again = site(ci, "--tags", "docker")
     assert again.rc == 0 and again.recap["changed"] == 0, again.changed_tasks()
+
+
+def test_install_falls_back_to_the_virtualenvs_own_pip(ci: Inputs, tmp_path: Path) -> None:
+    """A target whose Python has no pip that can install into the virtualenv (here none at
+    all): the install fails over to ensurepip and the virtualenv's own pip, and llmhost runs."""
+    nopip = tmp_path / "nopip"
+    subprocess.run(["/usr/bin/python3", "-m", "venv", "--without-pip", str(nopip)], check=True)
+    home, link = tmp_path / "home", tmp_path / "bin" / "llmhost"
+    link.parent.mkdir()
+    extra = {"llmhost_facts_home": str(home), "llmhost_facts_python": str(nopip / "bin" / "python"),
+             "llmhost_facts_cli_link": str(link)}  # fmt: skip
+    run = site(ci, "--tags", "llmhost_facts", extra=extra)
+    assert run.rc == 0 and run.recap["failed"] == 0, run.tail()
+    assert run.recap["rescued"] == 1, run.recap_line
+    assert "Give the virtualenv its own pip (the system's could not install into it)" in run.output
+    assert (home / "venv" / "bin" / "pip3").exists()
+    version = subprocess.run([str(link), "--version"], capture_output=True, text=True, check=False)
+    assert version.returncode == 0 and "llmhost" in version.stdout, version.stderr
