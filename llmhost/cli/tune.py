@@ -10,7 +10,7 @@ import click
 from llmhost.cli.app import JSON_OPTION, QUIET_OPTION, App, pass_app
 from llmhost.cli.render import echo_json
 from llmhost.errors import LlmhostError
-from llmhost.tune.knobs import TUNED
+from llmhost.tune.knobs import OTHER_BUILDS, TUNED
 
 
 @click.command("tune")
@@ -52,6 +52,14 @@ from llmhost.tune.knobs import TUNED
     default=None,
     help="Directory for the result JSON and plot (default: <state dir>/tune).",
 )
+@click.option(
+    "--compare-build",
+    "other_builds",
+    multiple=True,
+    metavar="NAME=LLAMA_BENCH",
+    help=f"Another build's llama-bench to compare the plan's with, pinned alike; NAME one of "
+    f"{', '.join(OTHER_BUILDS)}. Repeatable.",
+)
 @click.option("--no-save", is_flag=True, help="Measure and report; keep no local evidence.")
 @JSON_OPTION
 @QUIET_OPTION
@@ -67,6 +75,7 @@ def command(
     llama_bench: Path | None,
     image: str | None,
     out_dir: Path | None,
+    other_builds: tuple[str, ...],
     no_save: bool,
     as_json: bool,
     quiet: bool,
@@ -86,8 +95,8 @@ def command(
 
     if llama_bench and image:
         raise LlmhostError("give --llama-bench or --image, not both", exit_code=2)
+    builds = {name: NativeBench(path) for name, path in _other_builds(other_builds).items()}
     config = app.config()
-    facts, plan = app.plan("cpu")
     if model is None:
         name = config.services[SERVICE].model
         if not name:
@@ -98,10 +107,11 @@ def command(
             )
         model = Path(config.models_dir) / name
     request = TuneRequest(model, knobs or tuple(TUNED), rounds, reps, prompt, gen)
+    facts, plan = app.plan("cpu")
     svc = plan.service(SERVICE)
     bench = NativeBench(llama_bench) if llama_bench else ImageBench(image or svc.image)  # type: ignore[union-attr]
     progress = silent if quiet else (lambda line: click.echo(line, err=True))
-    result = run_tune(request, plan, facts, bench, progress)
+    result = run_tune(request, plan, facts, bench, progress, builds=builds)
     out = out_dir or state_dir() / "tune"
     stem = f"tune-{plan.hostname}-{result.measured_at.replace(':', '')}"
     report = to_dict(result)
@@ -123,3 +133,20 @@ def command(
     click.echo(f"result: {path}" + (f"; plot: {plot}" if plot else f" ({report['plot_skipped']})"))
     if report["evidence"]:
         click.echo(f"evidence: {report['evidence']} (plan and doctor judge these knobs by it)")
+
+
+def _other_builds(given: tuple[str, ...]) -> dict[str, Path]:
+    """--compare-build NAME=PATH values, each checked: a known NAME once, an existing file."""
+    out: dict[str, Path] = {}
+    for item in given:
+        name, sep, path = item.partition("=")
+        if not sep or name not in OTHER_BUILDS or name in out:
+            raise LlmhostError(
+                f"--compare-build {item!r}: give NAME=LLAMA_BENCH once per NAME, NAME one of "
+                f"{', '.join(OTHER_BUILDS)}",
+                exit_code=2,
+            )
+        if not Path(path).is_file():
+            raise LlmhostError(f"--compare-build {name}: {path} is not a file", exit_code=2)
+        out[name] = Path(path)
+    return out

@@ -115,3 +115,23 @@ TUNE_KNOBS = (
                "one thread per logical CPU of the inference cores vs one per core, pinned"),
 )  # fmt: skip
 TUNED = {c.knob: c for c in (*CPU_KNOBS, *TUNE_KNOBS)}  # what `llmhost tune` measures
+
+# Other llama.cpp builds `llmhost tune --compare-build NAME=LLAMA_BENCH` runs beside the plan's,
+# pinned as the plan runs it: name -> (title, what the other build is).
+OTHER_BUILDS = {
+    "official": ("CPU build with the plan's ISA flags vs official",
+                 "plan's explicit ISA switches vs GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS"),
+    "avx2": ("CPU build with the plan's ISA flags vs AVX2", "plan's explicit ISA switches vs "
+             "AVX2-only build"),
+}  # fmt: skip
+
+
+def build_setup(name: str) -> Setup:
+    """The pinned setup, run by another build's llama-bench."""
+    return replace(SETUP["pinned"], name=f"build_{name}")
+
+
+def build_comparison(name: str) -> Comparison:
+    title, compares = OTHER_BUILDS[name]
+    return Comparison(f"cpu_build.plan_vs_{name}", title, "cpu", "llama-cpu", "pinned",
+                      build_setup(name).name, compares)  # fmt: skip

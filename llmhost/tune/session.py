@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from llmhost.errors import LlmhostError
@@ -18,7 +20,16 @@ from llmhost.progress import Progress
 from llmhost.services import LlamaKnobs
 from llmhost.sources import Source
 from llmhost.tune.judge import compare
-from llmhost.tune.knobs import MLOCK, POOL, SETUP, SMT, TUNED, Setup
+from llmhost.tune.knobs import (
+    MLOCK,
+    POOL,
+    SETUP,
+    SMT,
+    TUNED,
+    Setup,
+    build_comparison,
+    build_setup,
+)
 from llmhost.tune.measure import Bench, BenchRun, SetupRefused, lowest_free_pages
 
 SERVICE = "llama-cpu"
@@ -103,14 +114,19 @@ def run_tune(
     bench: Bench,
     progress: Progress,
     source: Source | None = None,
+    builds: Mapping[str, Bench] | None = None,
 ) -> TuneResult:
-    """Measure the requested knobs: every setup they need, `rounds` times, interleaved."""
+    """Measure the requested knobs: every setup they need, `rounds` times, interleaved. `bench`
+    is the plan's build; `builds` other builds (OTHER_BUILDS names), each compared with it."""
     start = time.monotonic()
     base = base_knobs(plan)
-    comparisons = [TUNED[k] for k in request.knobs]
+    builds = dict(builds or {})
+    comparisons = [TUNED[k] for k in request.knobs] + [build_comparison(b) for b in builds]
+    known = {**SETUP, **{build_setup(b).name: build_setup(b) for b in builds}}
+    benches = {build_setup(b).name: builds[b] for b in builds}
     names = list(dict.fromkeys(n for c in comparisons for n in (c.baseline, c.candidate)))
-    why = {n: unmet(SETUP[n], plan, facts, request.model) for n in names}
-    setups = [SETUP[n] for n in names if why[n] is None]
+    why = {n: unmet(known[n], plan, facts, request.model) for n in names}
+    setups = [known[n] for n in names if why[n] is None]
     sizes = ["-p", str(request.prompt), "-n", str(request.gen), "-r", str(request.reps)]
     runs: dict[str, dict[str, list[float]]] = {}
     workload = request.model.name
@@ -121,12 +137,10 @@ def run_tune(
                 continue
             args = [*sizes, *setup.bench_args(base, plan.cores)]
             env = setup.bench_env(base, plan.cores)
+            runner = partial(benches.get(setup.name, bench), request.model, args, env,
+                             setup.load_mode == MLOCK)  # fmt: skip
             try:
-                run, lowest = lowest_free_pages(
-                    lambda a=args, e=env, m=setup.load_mode == MLOCK: bench(request.model, a, e, m),
-                    HUGEPAGE_KB,
-                    source,
-                )
+                run, lowest = lowest_free_pages(runner, HUGEPAGE_KB, source)
             except SetupRefused as exc:
                 why[setup.name] = str(exc)
                 continue
