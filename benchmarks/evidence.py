@@ -9,6 +9,7 @@ files. Re-run after adding results; tests fail while the packaged file differs f
 Readers (add one per new result format; each yields Records):
   <run>/summary.json            benchmarks/summarize_h100.py: CPU knob matrix + GPU llama-bench
   **/cpu_knobs-<host>.json      benchmarks/cpu_knobs.py: the CPU knob matrix on any host
+  **/tune*.json                 `llmhost tune --json`: its records, judged where they were measured
   **/cpu_builds-*.json          benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build;
                                 every file of one kind of host and thread count pooled per model
                                 (a run split over device calls is judged as one run)
@@ -25,7 +26,15 @@ from pathlib import Path
 
 from _results import merge_cpu_runs  # beside this script, first on sys.path
 
-from llmhost.evidence import FORMAT, MIN_SAMPLES, NOISE_THRESHOLD, RULE, Hardware, Record
+from llmhost.evidence import (
+    FORMAT,
+    MIN_SAMPLES,
+    NOISE_THRESHOLD,
+    RULE,
+    Hardware,
+    Record,
+    parse_record,
+)
 from llmhost.facts import to_jsonable
 from llmhost.facts.gpu import architecture_for
 from llmhost.facts.uarch import _AMD_RANGES, _INTEL_MODELS, microarchitecture
@@ -198,6 +207,8 @@ def read_results(results: Path) -> list[Record]:
             records += read_cpu_knobs(data, source)
         elif kind == "cpu_builds":
             builds.append(path)
+        elif kind == "llmhost tune":
+            records += [replace(parse_record(r), source=source) for r in data["records"]]
     records += read_cpu_builds(builds, results)
     return sorted(records, key=lambda r: (r.knob, r.hardware.microarchitecture or "", r.source))
 

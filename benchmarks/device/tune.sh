@@ -18,12 +18,12 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site-small:$W/repo
 L() { python3 -m llmhost.cli.main --config "$W/llmhost.yaml" "$@"; }
 # The CPU image's own CMake flags beside the plan's ISA flags (templates/llama-cpu.Dockerfile.j2,
 # GGML_CCACHE aside); the official recipe as llama.cpp's release CI builds its CPU packages.
-COMMON="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON
-  -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF"
+COMMON="-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON \
+-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF"
 OFFICIAL="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON"
 # Its x86 variants (ggml/src/CMakeLists.txt), loaded at run time: the best one this CPU runs.
-VARIANTS="x64 sse42 sandybridge ivybridge piledriver haswell skylakex cannonlake cascadelake icelake
-  cooperlake zen4 alderlake sapphirerapids"
+VARIANTS="x64 sse42 sandybridge ivybridge piledriver haswell skylakex cannonlake cascadelake icelake \
+cooperlake zen4 alderlake sapphirerapids"
 
 case "$PHASE" in
 setup)
@@ -55,13 +55,14 @@ setup)
 wait)
   for _ in $(seq "${WAIT_S:-540}"); do
     if [ -e "$W/builds.failed" ]; then tail -30 "$W"/b-*.log; exit 1; fi
+    [ -e "$W/model.done" ] && [ -x "$W/b-plan/bin/llama-bench" ] && [ -z "${ALL:-}" ] && break
     [ -e "$W/builds.done" ] && [ -e "$W/model.done" ] && break
     sleep 1
   done
   ls -la "$W/b-plan/bin" "$W/b-official/bin" "$M" 2>&1 | tail -30
   tail -3 "$W/model.log"
   cp "$W"/b-*.log "$OUT/"
-  [ -e "$W/builds.done" ] && [ -e "$W/model.done" ]
+  [ -e "$W/model.done" ] && [ -x "$W/b-plan/bin/llama-bench" ]
   ;;
 tune)
   L plan --profile cpu --json > "$OUT/plan-cpu.json" || exit 1
@@ -70,15 +71,22 @@ tune)
     < "$OUT/plan-cpu.json")
   echo $(( before + pages + 64 )) > /proc/sys/vm/nr_hugepages
   grep -i hugepages_ /proc/meminfo
-  L tune --llama-bench "$W/b-plan/bin/llama-bench" \
-    --compare-build "official=$W/b-official/bin/llama-bench" \
-    --rounds "${ROUNDS:-3}" --reps 2 --out "$OUT" --json > "$OUT/tune-stdout.json" 2> "$OUT/tune.log"
+  other=()  # the official build where it finished
+  [ -e "$W/builds.done" ] && other=(--compare-build "official=$W/b-official/bin/llama-bench")
+  L tune --llama-bench "$W/b-plan/bin/llama-bench" "${other[@]}" \
+    --rounds "${ROUNDS:-3}" --reps "${REPS:-2}" --prompt "${PROMPT:-512}" --gen "${GEN:-128}" --out "$OUT" --json > "$OUT/tune-stdout.json" 2> "$OUT/tune.log"
   rc=$?
   echo "$before" > /proc/sys/vm/nr_hugepages
   tail -40 "$OUT/tune.log"
   L doctor --json > "$OUT/doctor-after.json" 2> /dev/null
   cp "${LLMHOST_STATE_DIR:-/var/lib/llmhost}/evidence.json" "$OUT/evidence-local.json" 2>/dev/null
   exit $rc
+  ;;
+build-plan)  # the plan's build alone, in the foreground (a short device session)
+  # shellcheck disable=SC2046,SC2086  # flag lists
+  (cd "$W/llama.cpp" && cmake -S . -B "$W/b-plan" $COMMON $(cat "$W/plan-flags.txt") > "$W/b-plan.log" 2>&1 \
+    && cmake --build "$W/b-plan" -j "$(nproc)" --target llama-bench >> "$W/b-plan.log" 2>&1) \
+    || { tail -20 "$W/b-plan.log"; exit 1; }
   ;;
 *) echo "unknown phase $PHASE"; exit 2 ;;
 esac
