@@ -92,7 +92,6 @@ def command(
         return
     from llmhost.bench.report import compare, gate, to_dict
     from llmhost.bench.runner import run_bench
-    from llmhost.plan import make_plan
     from llmhost.validate import (
         default_out_dir,
         evidence,
@@ -113,7 +112,7 @@ def command(
     gated_at = None
     if service:
         profile = SERVICE_PROFILES[service]
-        plan = make_plan(facts, config, "all" if profile == "gpu" else "cpu", headers={})
+        _, plan = app.plan("all" if profile == "gpu" else "cpu", headers={}, facts=facts)
         svc = plan.service(service)
         assert svc is not None
         url, targets, labels = service_url(svc), svc.targets, image_labels(facts, svc.image)
