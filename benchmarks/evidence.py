@@ -8,7 +8,7 @@ files. Re-run after adding results; tests fail while the packaged file differs f
 
 Readers (add one per new result format; each yields Records):
   <run>/summary.json            benchmarks/summarize_h100.py: CPU knob matrix + GPU llama-bench
-  **/cpu_knobs-<host>.json      benchmarks/cpu_knobs.py: the CPU knob matrix on any host
+  **/cpu_knobs-<host>.json      the CPU knob matrix of the retired benchmarks/cpu_knobs.py
   **/tune*.json                 `llmhost tune --json`: its records, judged where they were measured
   **/cpu_builds-*.json          benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build;
                                 every file of one kind of host and thread count pooled per model
