@@ -1,6 +1,6 @@
-"""benchmarks/cpu_builds.py result files pooled per model, shared by the script that summarises
-them (summarize_h100_evidence.py) and the one that judges them (evidence.py), so a run split
-over several files (one per device call) reads as one run in both.
+"""benchmarks/cpu_builds.py result files pooled per model, for the script that judges them
+(evidence.py; the retired summarize_h100_evidence.py summarised them too), so a run split over
+several files (one per device call) reads as one run.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ files. Re-run after adding results; tests fail while the packaged file differs f
     python benchmarks/evidence.py [--results benchmarks/results] [--out PATH] [--check]
 
 Readers (add one per new result format; each yields Records):
-  <run>/summary.json            benchmarks/summarize_h100.py: CPU knob matrix + GPU llama-bench
+  <run>/summary.json            the H100 runs' summary (retired summarize_h100.py): CPU knob
+                                matrix + GPU llama-bench
   **/cpu_knobs-<host>.json      the CPU knob matrix of the retired benchmarks/cpu_knobs.py
   **/tune*.json                 `llmhost tune --json`: its records, judged where they were measured
   **/cpu_builds-*.json          benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build;
@@ -64,7 +65,7 @@ BUILD_KNOBS = (
                "noamx", "plan's ISA with AMX (llmhost's source fix applied) vs the same without "
                "AMX (benchmarks/device/amx_check.py)"),
 )  # fmt: skip
-# benchmarks/gpu/h100_driver.sh named the CPU configurations after its 8 threads.
+# The H100 runs (the retired h100_driver.sh) named the CPU configurations after its 8 threads.
 H100_CPU_NAMES = {
     "unpinned": "threads8",
     "pinned": "pinned8",
@@ -117,7 +118,7 @@ def _planned_cc(path: Path) -> tuple[int, int] | None:
 
 
 def read_summary(path: Path, source: str) -> Iterator[Record]:
-    """A run summarised by benchmarks/summarize_h100.py, with its raw files beside it."""
+    """An H100 run's summary (the retired summarize_h100.py), its raw files beside it."""
     root, summary = path.parent, json.loads(path.read_text())
     lscpu = root / "lscpu.txt"
     cpu = lscpu_hardware(lscpu.read_text()) if lscpu.exists() else Hardware()
