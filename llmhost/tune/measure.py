@@ -140,10 +140,11 @@ def free_pages(source: Source, size_kb: int) -> int:
 
 def lowest_free_pages(
     run: Callable[[], BenchRun], size_kb: int, source: Source | None = None
-) -> tuple[BenchRun, int]:
-    """`run`'s result and the fewest free hugepages seen while it ran."""
+) -> tuple[BenchRun, int, int]:
+    """`run`'s result, the free hugepages before it, and the fewest seen while it ran."""
     source = source or LiveSource()
-    lowest = [free_pages(source, size_kb)]
+    before = free_pages(source, size_kb)
+    lowest = [before]
     done = threading.Event()
 
     def sample() -> None:
@@ -157,4 +158,4 @@ def lowest_free_pages(
     finally:
         done.set()
         sampler.join()
-    return result, lowest[0]
+    return result, before, lowest[0]

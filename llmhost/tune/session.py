@@ -127,36 +127,7 @@ def run_tune(
     names = list(dict.fromkeys(n for c in comparisons for n in (c.baseline, c.candidate)))
     why = {n: unmet(known[n], plan, facts, request.model) for n in names}
     setups = [known[n] for n in names if why[n] is None]
-    sizes = ["-p", str(request.prompt), "-n", str(request.gen), "-r", str(request.reps)]
-    runs: dict[str, dict[str, list[float]]] = {}
-    workload = request.model.name
-    for rnd in range(request.rounds):
-        shift = rnd % len(setups) if setups else 0
-        for setup in setups[shift:] + setups[:shift]:
-            if why.get(setup.name):
-                continue
-            args = [*sizes, *setup.bench_args(base, plan.cores)]
-            env = setup.bench_env(base, plan.cores)
-            runner = partial(benches.get(setup.name, bench), request.model, args, env,
-                             setup.load_mode == MLOCK)  # fmt: skip
-            try:
-                run, lowest = lowest_free_pages(runner, HUGEPAGE_KB, source)
-            except SetupRefused as exc:
-                why[setup.name] = str(exc)
-                continue
-            trouble = _not_as_asked(setup, run, lowest, _pool_free(facts))
-            if trouble:
-                why[setup.name] = trouble
-                runs.pop(setup.name, None)
-                continue
-            rows = run.rows
-            workload = rows[0].get("model_type") or workload
-            for test, samples in _samples(rows).items():
-                runs.setdefault(setup.name, {}).setdefault(test, []).extend(samples)
-            line = ", ".join(
-                f"{t} {statistics.median(s):.1f} t/s" for t, s in _samples(rows).items()
-            )
-            progress(f"round {rnd + 1}/{request.rounds} {setup.name}: {line}")
+    runs, workload = _measure(request, plan, setups, why, bench, benches, progress, source)
     hardware = Hardware.from_facts(facts)
     when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%MZ")
     source_name = f"{TUNE_SOURCE} {plan.hostname} {when}"
@@ -187,6 +158,53 @@ def run_tune(
     )
 
 
+def _measure(
+    request: TuneRequest,
+    plan: Plan,
+    setups: list[Setup],
+    why: dict[str, str | None],
+    bench: Bench,
+    benches: Mapping[str, Bench],
+    progress: Progress,
+    source: Source | None,
+) -> tuple[dict[str, dict[str, list[float]]], str]:
+    """`rounds` of every setup, the order rotating each round: samples per setup and test, and
+    the model as llama-bench names it. A run that did not measure what its setup asks for
+    leaves its reason in `why` and its samples out."""
+    base = base_knobs(plan)
+    sizes = ["-p", str(request.prompt), "-n", str(request.gen), "-r", str(request.reps)]
+    runs: dict[str, dict[str, list[float]]] = {}
+    workload = request.model.name
+    for rnd in range(request.rounds):
+        shift = rnd % len(setups) if setups else 0
+        for setup in setups[shift:] + setups[:shift]:
+            if why.get(setup.name):
+                continue
+            args = [*sizes, *setup.bench_args(base, plan.cores)]
+            env = setup.bench_env(base, plan.cores)
+            runner = partial(benches.get(setup.name, bench), request.model, args, env,
+                             setup.load_mode == MLOCK)  # fmt: skip
+            try:
+                run, before, lowest = lowest_free_pages(runner, HUGEPAGE_KB, source)
+            except SetupRefused as exc:
+                why[setup.name] = str(exc)
+                continue
+            trouble = _not_as_asked(setup, run, lowest, before)
+            if trouble:
+                why[setup.name] = trouble
+                runs.pop(setup.name, None)
+                continue
+            rows = run.rows
+            workload = rows[0].get("model_type") or workload
+            for test, samples in _samples(rows).items():
+                runs.setdefault(setup.name, {}).setdefault(test, []).extend(samples)
+            line = ", ".join(
+                f"{t} {statistics.median(s):.1f} t/s" for t, s in _samples(rows).items()
+            )
+            progress(f"round {rnd + 1}/{request.rounds} {setup.name}: {line}")
+    return runs, workload
+
+
 def _not_as_asked(setup: Setup, run: BenchRun, lowest_free: int, free_before: int) -> str | None:
     """Why a run did not measure what its setup asks for, or None."""
     if setup.needs == POOL and lowest_free >= free_before:
@@ -194,8 +212,3 @@ def _not_as_asked(setup: Setup, run: BenchRun, lowest_free: int, free_before: in
     if setup.load_mode == MLOCK and "failed to mlock" in run.log:
         return "could not lock the weights: raise the memlock limit (ulimit -l unlimited)"
     return None
-
-
-def _pool_free(facts: HostFacts) -> int:
-    pool = facts.memory.pool(HUGEPAGE_KB)
-    return pool.free if pool else 0
