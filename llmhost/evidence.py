@@ -46,6 +46,7 @@ MEASURE_CPU_BUILDS = f"run the CPU-build benchmark {_STEPS}"
 MEASURE_GPU_KNOBS = f"run the GPU-knob benchmark {_STEPS}"
 REBUILD_EVIDENCE = f"rebuild the packaged evidence {_STEPS}"
 HUGEPAGES_OFF = "hugepages.enabled: false in llmhost.yaml"
+FLASH_ATTN_OFF = "services.llama-cpu.flash_attn: false in llmhost.yaml"
 
 
 class Verdict(StrEnum):
@@ -306,6 +307,7 @@ class Knob:
     applied: Callable[[ServicePlan], bool]  # does the planned service carry it
     off: str | None  # the setting that turns it off, where llmhost has one
     measure: str  # how to measure it on this host and feed the result in
+    tuned: bool = False  # `llmhost tune` measures it (else a lab benchmark does)
 
 
 def _pinned_hugetlb(s: ServicePlan) -> bool:
@@ -340,29 +342,28 @@ def tune(*knobs: str, rounds: int | None = None) -> str:
 
 
 def measure_commands(recs: Iterable[Recommendation]) -> str:
-    """How to measure these knobs: one `llmhost tune` for those it measures, then the rest."""
+    """How to measure these knobs: one `llmhost tune` for those it measures (more rounds where
+    one was measured here already), then the lab benchmarks for the rest."""
     recs = list(recs)
-    tuned = [r for r in recs if r.measure.startswith(tune())]
-    rounds = (
-        MORE_ROUNDS if any(r.measure.endswith(f"--rounds {MORE_ROUNDS}") for r in tuned) else None
-    )
+    tuned = [r for r in recs if r.tuned]
+    rounds = MORE_ROUNDS if any(r.measured_here for r in tuned) else None
     lab = [r.measure for r in recs if r not in tuned]
     first = [tune(*dict.fromkeys(r.knob for r in tuned), rounds=rounds)] if tuned else []
     return "; ".join(dict.fromkeys(first + lab))
 
 
 KNOBS: dict[str, Knob] = {
-    "cpu.pinning": Knob(_pinned, None, tune("cpu.pinning")),
-    "cpu.hugetlb_weights": Knob(_hugetlb, HUGEPAGES_OFF, tune("cpu.hugetlb_weights")),
-    "cpu.pinning_hugetlb": Knob(_pinned_hugetlb, HUGEPAGES_OFF, tune("cpu.pinning_hugetlb")),
-    # glibc.malloc.hugetlb=1 (THP for the heap): measured, never planned.
-    "cpu.thp_weights": Knob(_never, None, tune("cpu.thp_weights")),
-    "cpu.mlock": Knob(_memlock, None, tune("cpu.mlock")),
-    "cpu.flash_attn": Knob(
-        _flash_attn, "flash_attn: false in llmhost.yaml", tune("cpu.flash_attn")
+    "cpu.pinning": Knob(_pinned, None, tune("cpu.pinning"), tuned=True),
+    "cpu.hugetlb_weights": Knob(_hugetlb, HUGEPAGES_OFF, tune("cpu.hugetlb_weights"), tuned=True),
+    "cpu.pinning_hugetlb": Knob(
+        _pinned_hugetlb, HUGEPAGES_OFF, tune("cpu.pinning_hugetlb"), tuned=True
     ),
+    # glibc.malloc.hugetlb=1 (THP for the heap): measured, never planned.
+    "cpu.thp_weights": Knob(_never, None, tune("cpu.thp_weights"), tuned=True),
+    "cpu.mlock": Knob(_memlock, None, tune("cpu.mlock"), tuned=True),
+    "cpu.flash_attn": Knob(_flash_attn, FLASH_ATTN_OFF, tune("cpu.flash_attn"), tuned=True),
     # one llama.cpp thread per physical core is the plan; a thread per sibling is measured only.
-    "cpu.smt_threads": Knob(_never, None, tune("cpu.smt_threads")),
+    "cpu.smt_threads": Knob(_never, None, tune("cpu.smt_threads"), tuned=True),
     "gpu.flash_attn": Knob(_flash_attn, None, MEASURE_GPU_KNOBS),
     "gpu.cuda_graphs": Knob(_cuda_graphs, None, MEASURE_GPU_KNOBS),
     "cpu_build.plan_vs_avx2": Knob(_always, None, MEASURE_CPU_BUILDS),
@@ -388,6 +389,8 @@ class Recommendation:
     text: str
     measure: str  # how to measure this knob on this host
     turn_off: str | None  # the setting that turns it off, where llmhost has one
+    tuned: bool = False  # `llmhost tune` measures it
+    measured_here: bool = False  # this host's own `llmhost tune` records judged it
 
     @property
     def summary(self) -> str:
@@ -453,12 +456,8 @@ def recommend_knob(
     verdict = combine(m.verdict for r in here for m in r.metrics) if here else Verdict.NOT_MEASURED
     positive = verdict is Verdict.POSITIVE
     basis = "; ".join(r.basis(with_verdict=not positive) for r in here or records)
-    measured_here = any(r.source.startswith(TUNE_SOURCE) for r in here)
-    measure = (
-        f"{spec.measure} --rounds {MORE_ROUNDS}"
-        if measured_here and spec.measure.startswith(tune())
-        else spec.measure
-    )
+    measured_here = spec.tuned and any(r.source.startswith(TUNE_SOURCE) for r in here)
+    measure = tune(knob, rounds=MORE_ROUNDS) if measured_here else spec.measure
     return Recommendation(
         knob=knob,
         title=first.title,
@@ -471,6 +470,8 @@ def recommend_knob(
         text=_text(applied, verdict, kind, basis),
         measure=measure,
         turn_off=spec.off,
+        tuned=spec.tuned,
+        measured_here=measured_here,
     )
 
 

@@ -254,6 +254,8 @@ CASES = [
         names="--compare-build"),
     opt("tune-compare-build-missing", "tune", "--compare-build", "official={tmp}/nowhere",
         names="--compare-build official"),
+    opt("tune-out-unwritable", "tune", "--model", "/etc/hostname", "--out", "/proc/llmhost-tune",
+        names="--out /proc/llmhost-tune"),
     opt("tune-bench-and-image", "tune", "--llama-bench", "/bin/sh", "--image", "x",
         names="--llama-bench or --image"),
     opt("bench-concurrency-zero", "bench", "--concurrency", "0", names="--concurrency"),

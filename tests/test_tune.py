@@ -140,7 +140,7 @@ def test_measure_commands_join_the_knobs_tune_measures_into_one_command():
     recs = recommend(shipped, EMR, _plan().services)
     tuned = [r for r in recs if r.knob in ("cpu.pinning", "cpu.hugetlb_weights")]
     assert measure_commands(tuned) == ("llmhost tune --knob cpu.hugetlb_weights --knob cpu.pinning")
-    again = [replace(r, measure=r.measure + " --rounds 6") for r in tuned]
+    again = [replace(r, measured_here=True) for r in tuned]
     assert measure_commands(again).endswith("--knob cpu.pinning --rounds 6")
 
 

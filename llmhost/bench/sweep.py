@@ -167,19 +167,32 @@ def plot_name(reports: Sequence[Path]) -> str:
     return f"{name}.png"
 
 
-def sweep_figure(sweeps: Sequence[Sweep]) -> Figure:
-    """Output tok/s (top) and TTFT p90 (bottom) against concurrency, one line per sweep."""
+def new_figure(size: tuple[float, float]) -> Figure:
+    """An empty matplotlib figure drawn off screen; PlotUnavailable without matplotlib."""
     try:
         import matplotlib  # noqa: F401  (fails first, and alone, when the extra is missing)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.ticker import NullLocator
     except ImportError:
         raise PlotUnavailable(
             f"plot skipped: matplotlib is not installed ({PLOT_INSTALL})"
         ) from None
-    figure = Figure(figsize=(9, 7), layout="constrained")
+    figure = Figure(figsize=size, layout="constrained")
     FigureCanvasAgg(figure)
+    return figure
+
+
+def save_png(figure: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def sweep_figure(sweeps: Sequence[Sweep]) -> Figure:
+    """Output tok/s (top) and TTFT p90 (bottom) against concurrency, one line per sweep."""
+    figure = new_figure((9, 7))
+    from matplotlib.ticker import NullLocator
+
     throughput, ttft = figure.subplots(2, 1, sharex=True)
     for sweep in sweeps:
         levels = [row.concurrency for row in sweep.rows]
@@ -202,7 +215,4 @@ def sweep_figure(sweeps: Sequence[Sweep]) -> Figure:
 
 def write_plot(sweeps: Sequence[Sweep], path: Path) -> Path:
     """Draw `sweeps` into the PNG `path`; raises PlotUnavailable without matplotlib."""
-    figure = sweep_figure(sweeps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
+    return save_png(sweep_figure(sweeps), path)

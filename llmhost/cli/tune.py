@@ -107,12 +107,16 @@ def command(
             )
         model = Path(config.models_dir) / name
     request = TuneRequest(model, knobs or tuple(TUNED), rounds, reps, prompt, gen)
+    out = out_dir or state_dir() / "tune"
+    try:  # before minutes of measuring, not after
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LlmhostError(f"--out {out}: {exc.strerror or exc}", exit_code=2) from None
     facts, plan = app.plan("cpu")
     svc = plan.service(SERVICE)
     bench = NativeBench(llama_bench) if llama_bench else ImageBench(image or svc.image)  # type: ignore[union-attr]
     progress = silent if quiet else (lambda line: click.echo(line, err=True))
     result = run_tune(request, plan, facts, bench, progress, builds=builds)
-    out = out_dir or state_dir() / "tune"
     stem = f"tune-{plan.hostname}-{result.measured_at.replace(':', '')}"
     report = to_dict(result)
     path = out / f"{stem}.json"
@@ -124,7 +128,6 @@ def command(
     report["evidence"] = (
         None if no_save or not result.records else str(save_local_evidence(result.records))
     )
-    out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")
     if as_json:
         echo_json(report)

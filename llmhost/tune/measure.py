@@ -42,14 +42,18 @@ class Bench(Protocol):
     ) -> BenchRun: ...
 
 
-def _rows(stdout: str, what: str) -> list[dict]:
+def _finished(what: str, code: int, stdout: str, log: str) -> BenchRun:
+    """llama-bench's exit: its JSON rows and log, or one line saying why there are none."""
+    if code != 0:
+        tail = log.strip().splitlines()[-3:]
+        raise LlmhostError(f"{what} exited {code}: {' | '.join(tail)}")
     try:
         rows = json.loads(stdout)
     except ValueError:
         raise LlmhostError(f"{what} printed no JSON: {stdout[-300:]!r}") from None
     if not isinstance(rows, list) or not rows:
         raise LlmhostError(f"{what} printed no results")
-    return rows
+    return BenchRun(rows, log)
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,7 @@ class NativeBench:
                                   env={**os.environ, **env})  # fmt: skip
         except OSError as exc:
             raise LlmhostError(f"cannot run {self.path}: {exc.strerror or exc}") from None
-        if proc.returncode != 0:
-            tail = proc.stderr.strip().splitlines()[-3:]
-            raise LlmhostError(f"{' '.join(cmd)} exited {proc.returncode}: {' | '.join(tail)}")
-        return BenchRun(_rows(proc.stdout, str(self.path)), proc.stderr)
+        return _finished(" ".join(cmd), proc.returncode, proc.stdout, proc.stderr)
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,7 @@ class ImageBench:
             log = box.logs(stdout=False, stderr=True).decode(errors="replace")
         finally:
             box.remove(force=True)
-        if code != 0:
-            tail = log.strip().splitlines()[-3:]
-            raise LlmhostError(f"llama-bench in {self.image} exited {code}: {' | '.join(tail)}")
-        return BenchRun(_rows(out, f"llama-bench in {self.image}"), log)
+        return _finished(f"llama-bench in {self.image}", code, out, log)
 
 
 def free_pages(source: Source, size_kb: int) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from llmhost.bench.sweep import PLOT_INSTALL, PlotUnavailable
+from llmhost.bench.sweep import new_figure, save_png
 from llmhost.facts import to_jsonable
 from llmhost.tune.session import TuneResult
 
@@ -31,18 +31,10 @@ def to_dict(result: TuneResult) -> dict[str, Any]:
 
 
 def write_plot(result: TuneResult, path: Path) -> Path:
-    """Each knob's median ratio per test with its min-max spread; 1.0 is the baseline."""
-    try:
-        import matplotlib  # noqa: F401  (fails first, and alone, when the extra is missing)
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise PlotUnavailable(
-            f"plot skipped: matplotlib is not installed ({PLOT_INSTALL})"
-        ) from None
+    """Each knob's median ratio per test with its min-max spread; 1.0 is the baseline.
+    PlotUnavailable without matplotlib."""
     bars = [(f"{r.knob} {m.test}", m) for r in result.records for m in r.metrics]
-    figure = Figure(figsize=(9, 1.2 + 0.4 * max(len(bars), 1)), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = new_figure((9, 1.2 + 0.4 * max(len(bars), 1)))
     axes = figure.subplots()
     colors = {"positive": "tab:green", "negative": "tab:red"}
     for i, (_, m) in enumerate(bars):
@@ -57,6 +49,4 @@ def write_plot(result: TuneResult, path: Path) -> Path:
         f"llmhost tune: {result.workload} on {result.hardware.label()}, "
         f"{result.rounds} interleaved rounds x {result.reps}"
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    return path
+    return save_png(figure, path)
