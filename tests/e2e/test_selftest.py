@@ -109,6 +109,7 @@ def test_a_crashing_build_is_refused_and_amx_left_out(crashing_image: str) -> No
     client.tag(crashing_image, *candidate.rsplit(":", 1))
     svc = type(svc)(**{**svc.__dict__, "image": crashing_image})
     lines: list[str] = []
+    before = selftest.kernel_log()
     with pytest.raises(LlmhostError) as exc:
         selftest_gate(client, svc, candidate, plan, lines.append, run=True)
     message = str(exc.value)
@@ -116,10 +117,17 @@ def test_a_crashing_build_is_refused_and_amx_left_out(crashing_image: str) -> No
     assert "SIGILL (illegal instruction)" in message
     assert "q4_0 with extra-buffer kernels" in message
     assert "without extra-buffer kernels" not in message.split("(")[-1]  # those runs passed
-    root = os.geteuid() == 0
-    if root:  # the kernel log names the instruction: read back from the library itself
+    after = selftest.kernel_log()
+    if after is None:
+        assert "the kernel log is not readable here" in message, message
+    elif _trapped(before, after):  # the kernel named the place: the instruction read back
         assert "at `tilezero %tmm4`" in message or "(amx_tile)" in message, message
         assert "libggml-cpu.so" in message
+    else:
+        # Not every SIGILL is logged: on a CPU with AMX, a tile instruction of a process
+        # without AMX permission is refused through the #NM handler, which prints nothing
+        # (and printk's rate limit can drop a trap line). The gate still decides.
+        assert "the kernel logged no fault for it" in message, message
     assert "leaves amx out" in (exc.value.fix or ""), exc.value.fix
     # The candidate is gone, kept as :refused, labelled for the next plan.
     refused = with_tag(crashing_image, "refused")
@@ -132,6 +140,12 @@ def test_a_crashing_build_is_refused_and_amx_left_out(crashing_image: str) -> No
     assert "amx" in replan.build.left_out
     assert f"docker rmi {refused}" in replan.build.left_out["amx"]
     assert "-DGGML_AMX_INT8=OFF" in replan.build.llama_cpu_cmake_flags
+
+
+def _trapped(before: str | None, after: str) -> bool:
+    """Whether the kernel logged a llama-bench trap between two reads of its log."""
+    new = after[len(before) :] if before and after.startswith(before) else after
+    return any("llama-bench[" in line and "trap" in line for line in new.splitlines())
 
 
 def test_doctor_fails_a_crashing_image(crashing_image: str, tmp_path: Path) -> None:
