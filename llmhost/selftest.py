@@ -205,8 +205,6 @@ def _models_tar(models: dict[str, Path]) -> bytes:
     return out.getvalue()
 
 
-
-
 def run_selftest(client: Any, image: str, threads: int = 2) -> SelfTest:
     """Run the self-test of `image` (a docker.APIClient); read the kernel log on a crash."""
     from llmhost.image_checks import _copy_out
@@ -264,24 +262,33 @@ def kernel_log() -> str | None:
 
 # Linux 6.x: "traps: llama-bench[123] trap invalid opcode ip:7f.. sp:7ff.. error:0
 # in libggml-cpu.so[1f3a20,7f..+2e5000]" (the instruction's file offset first); older kernels
-# print only [vm_start+size].
+# print only [vm_start+size]. The " in ..." part is a continuation of the line: when threads trap
+# at once, the kernel logs their heads first and each " in ..." on a line of its own.
 _TRAP = re.compile(
     r"(?:traps: )?(?:llama-bench|ld-linux-x86-64)\[\d+\]:? "
     r"(?P<kind>trap invalid opcode|segfault|general protection)"
-    r".*?ip[: ](?P<ip>[0-9a-f]+).*? in (?P<lib>[^\s\[]+)\[(?:(?P<off>[0-9a-f]+),)?"
-    r"(?P<start>[0-9a-f]+)\+[0-9a-f]+\]"
 )
+_WHERE = r" in (?P<lib>[^\s\[]+)\[(?:(?P<off>[0-9a-f]+),)?(?P<start>[0-9a-f]+)\+[0-9a-f]+\]"
+_IN_LINE = re.compile(r".*?ip[: ](?P<ip>[0-9a-f]+).*?" + _WHERE)
+_CONTINUED = re.compile(r"^(?:\[[^\]]*\])?\s*" + _WHERE.removeprefix(" "))
 
 
 def last_fault(log: str) -> Fault | None:
     """The last fault of a llama-bench process in a kernel log."""
-    found = None
+    found, waiting = None, []  # kinds of trap heads still waiting for their " in ..."
     for line in log.splitlines():
-        m = _TRAP.search(line)
-        if m:
-            kind = m.group("kind").removeprefix("trap ")
-            offset = int(m.group("off"), 16) if m.group("off") else None
-            found = Fault(kind, m.group("lib"), offset)
+        if head := _TRAP.search(line):
+            kind = head.group("kind").removeprefix("trap ")
+            where = _IN_LINE.match(line, head.end())
+            if where is None:
+                waiting.append(kind)
+                continue
+        elif (where := _CONTINUED.match(line)) and waiting:
+            kind = waiting.pop(0)
+        else:
+            continue
+        offset = int(where.group("off"), 16) if where.group("off") else None
+        found = Fault(kind, where.group("lib"), offset)
     return found
 
 

@@ -61,6 +61,23 @@ def test_kernel_log_faults(line, library, offset):
     assert fault is not None and fault.library == library and fault.offset == offset
 
 
+def test_threads_trapping_at_once_have_their_library_on_lines_of_their_own():
+    """As dmesg shows two threads of one llama-bench trapping on the same instruction."""
+    log = "\n".join([
+        "[75925.977829] traps: llama-bench[17280] trap invalid opcode ip:7f948b098200 "
+        "sp:7ffd777657d8 error:0",
+        "[75925.977828] traps: llama-bench[17281] trap invalid opcode ip:7f948b098200 "
+        "sp:7f948998bf48 error:0",
+        "[75925.977842]  in libggml-cpu.so.0.25.3[3b200,7f948b070000+fd000]",
+        "[75925.977841]  in libggml-cpu.so.0.25.3[3b200,7f948b070000+fd000]",
+        "[75926.251821] docker0: port 1(veth408a57a) entered disabled state",
+    ])  # fmt: skip
+    fault = selftest.last_fault(log)
+    assert fault == selftest.Fault("invalid opcode", "libggml-cpu.so.0.25.3", 0x3B200)
+    # A stray continuation with no trap waiting for it is not a fault.
+    assert selftest.last_fault(log.splitlines()[2]) is None
+
+
 def test_other_programs_faults_are_not_ours():
     line = "traps: ill[1] trap invalid opcode ip:7f sp:7ff error:0 in libill.so[1100,7f0+1000]"
     assert selftest.last_fault(line) is None
