@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import asdict
 
-from llmhost.bench.capacity import measure_client_capacity
+from llmhost.verify.bench.capacity import measure_client_capacity
 
 
 def main() -> None:

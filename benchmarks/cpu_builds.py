@@ -32,11 +32,11 @@ from pathlib import Path
 from _results import budgeted_rounds
 from _serve import serve_and_bench
 
-from llmhost.config import Config
-from llmhost.evidence import Hardware
 from llmhost.facts import gather, to_jsonable
-from llmhost.plan import cpu_cmake_flags
-from llmhost.sources import LiveSource
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config
+from llmhost.plan.evidence import Hardware
+from llmhost.plan.planner import cpu_cmake_flags
 
 COMMON = [
     "-DCMAKE_BUILD_TYPE=Release",

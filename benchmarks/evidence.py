@@ -1,5 +1,5 @@
 """Benchmark results -> llmhost/data/evidence.json: one record per (knob, hardware) with the
-measured ratios, their spread, the verdict (llmhost.evidence's rule) and the source file.
+measured ratios, their spread, the verdict (llmhost.plan.evidence's rule) and the source file.
 
 Nothing here is a measurement: every number and every hardware name is read from the result
 files. Re-run after adding results; tests fail while the packaged file differs from this output.
@@ -27,7 +27,10 @@ from pathlib import Path
 
 from _results import merge_cpu_runs  # beside this script, first on sys.path
 
-from llmhost.evidence import (
+from llmhost.facts import to_jsonable
+from llmhost.facts.gpu import architecture_for
+from llmhost.facts.uarch import _AMD_RANGES, _INTEL_MODELS, microarchitecture
+from llmhost.plan.evidence import (
     FORMAT,
     MIN_SAMPLES,
     NOISE_THRESHOLD,
@@ -36,18 +39,15 @@ from llmhost.evidence import (
     Record,
     parse_record,
 )
-from llmhost.facts import to_jsonable
-from llmhost.facts.gpu import architecture_for
-from llmhost.facts.uarch import _AMD_RANGES, _INTEL_MODELS, microarchitecture
-from llmhost.tune.judge import compare
-from llmhost.tune.knobs import CPU_KNOBS, Comparison
+from llmhost.verify.tune.judge import compare
+from llmhost.verify.tune.knobs import CPU_KNOBS, Comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "llmhost" / "data" / "evidence.json"
 
 
-# The lab's knobs: `llmhost tune` measures the CPU ones (llmhost.tune.knobs).
+# The lab's knobs: `llmhost tune` measures the CPU ones (llmhost.verify.tune.knobs).
 GPU_KNOBS = (
     Comparison("gpu.flash_attn", "flash attention (llama.cpp default)", "gpu", "llama-gpu",
                "fa=on,graphs=on", "fa=off,graphs=on", "-fa 1 vs -fa 0, CUDA graphs on"),

@@ -1,5 +1,6 @@
-"""Model facts (issue 19, item 2): gguf.GGUFReader against llmhost.gguf_header over llama.cpp's
-vocab GGUFs, and `llmhost plan` / `doctor --json` wall time with such a model configured.
+"""Model facts (issue 19, item 2): gguf.GGUFReader against llmhost.facts.gguf_header over
+llama.cpp's vocab GGUFs, and `llmhost plan` / `doctor --json` wall time with such a model
+configured.
 
 Each CLI run is a fresh process, as a user runs it, with bytecode cached under a temporary
 PYTHONPYCACHEPREFIX (as an installed package has it) whatever PYTHONDONTWRITEBYTECODE says.
@@ -24,8 +25,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from llmhost import gguf_header, model_cache
-from llmhost.models import read_model_header
+from llmhost.facts import gguf_header, model_cache
+from llmhost.facts.models import read_model_header
 
 TARGET_S = 0.5
 REPO = Path(__file__).resolve().parents[1]  # the llmhost these processes run

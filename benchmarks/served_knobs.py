@@ -20,15 +20,23 @@ from pathlib import Path
 from _results import rotation
 from _serve import serve_and_bench
 
-from llmhost.config import Config
 from llmhost.cpulist import cpumask_hex
-from llmhost.evidence import Hardware
 from llmhost.facts import gather, to_jsonable
-from llmhost.plan import HUGETLB_ENV, choose_cores
-from llmhost.sources import LiveSource
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config
+from llmhost.plan.evidence import Hardware
+from llmhost.plan.planner import choose_cores
+from llmhost.plan.services import LlamaKnobs
+from llmhost.verify.tune.knobs import SETUP
 
-THP_ENV = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
 METRICS = ("output_throughput", "median_ttft_ms", "median_tpot_ms")
+
+
+def weights_env(name: str) -> dict[str, str]:
+    """The environment `llmhost tune`'s setup `name` runs with (glibc's hugetlb tunables)."""
+    knobs = LlamaKnobs(port=0, model=None, ctx_size=0, parallel=1, kv_unified=False,
+                       cache_type="f16", threads=1)  # fmt: skip
+    return SETUP[name].bench_env(knobs, None)  # type: ignore[arg-type]  (no siblings: unused)
 
 
 def configurations(mask: str, threads: int, ctx: int) -> dict[str, tuple[list[str], dict]]:
@@ -38,8 +46,8 @@ def configurations(mask: str, threads: int, ctx: int) -> dict[str, tuple[list[st
         "default": (base, {}),
         "pinned": (pinned, {}),
         "pinned_mlock": ([*pinned, "--load-mode", "mmap+mlock"], {}),  # --mlock is gone
-        "pinned_hugetlb": ([*pinned, "--load-mode", "none"], dict(HUGETLB_ENV)),
-        "pinned_thp": ([*pinned, "--load-mode", "none"], THP_ENV),
+        "pinned_hugetlb": ([*pinned, "--load-mode", "none"], weights_env("pinned_hugetlb")),
+        "pinned_thp": ([*pinned, "--load-mode", "none"], weights_env("pinned_thp")),
     }
 
 

@@ -4,7 +4,7 @@
     python3 scripts/cuda_arch_check.py LIB --arch 90 [--cuobjdump PATH] [--json]
 
 Runs `cuobjdump --list-elf` and `--list-ptx` on LIB (e.g. libggml-cuda.so from a llama.cpp
-build) and judges them with llmhost.image_checks.machine_code_check: exit 0 when sm_<arch>
+build) and judges them with llmhost.verify.image_checks.machine_code_check: exit 0 when sm_<arch>
 machine code is there, 1 when only PTX (a JIT at first start) or compatible code is, 2 when the
 GPU cannot run the library at all, 3 when cuobjdump could not read it.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llmhost.image_checks import (
+from llmhost.verify.image_checks import (
     CuobjdumpError,
     Level,
     machine_code_check,

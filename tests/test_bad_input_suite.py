@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from llmhost import engine_api
 from llmhost.cli.main import cli
+from llmhost.facts import engine_api
 from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
 
 MANIFEST = "llmhost-snapshot.json"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.bench import (
+from llmhost.verify.bench import (
     BenchError,
     HTTPStatusError,
     RequestTimeout,
@@ -32,9 +32,9 @@ from llmhost.bench import (
     StreamingClient,
     run_bench,
 )
-from llmhost.bench.capacity import measure_client_capacity
-from llmhost.bench.client import SSEDecoder, SSEEvent, _apply, _StreamState
-from llmhost.bench.metrics import tpot_s
+from llmhost.verify.bench.capacity import measure_client_capacity
+from llmhost.verify.bench.client import SSEDecoder, SSEEvent, _apply, _StreamState
+from llmhost.verify.bench.metrics import tpot_s
 
 LLAMA_SERVER_ENV = "LLMHOST_LLAMA_SERVER"
 MODEL_ENV = "LLMHOST_BENCH_GGUF"

@@ -3,10 +3,10 @@
 import pytest
 from click.testing import CliRunner
 
-from llmhost.bench import runner
 from llmhost.cli.bench import key_for
 from llmhost.cli.main import cli
 from llmhost.errors import LlmhostError
+from llmhost.verify.bench import runner
 
 KEY = "k" * 40
 

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from llmhost.bench.client import RequestRecord
-from llmhost.bench.metrics import distribution, percentile, summarize, tpot_s
-from llmhost.bench.report import compare, gate, parse_target, summary_dict, to_dict
-from llmhost.bench.runner import BenchConfig, BenchResult
+from llmhost.plan.targets import parse_target
+from llmhost.verify.bench.client import RequestRecord
+from llmhost.verify.bench.metrics import distribution, percentile, summarize, tpot_s
+from llmhost.verify.bench.report import compare, gate, summary_dict, to_dict
+from llmhost.verify.bench.runner import BenchConfig, BenchResult
 
 
 def ok(

@@ -10,11 +10,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from llmhost.bench.capacity import instant_sse_server
-from llmhost.bench.metrics import summarize
-from llmhost.bench.report import to_dict
-from llmhost.bench.runner import BenchConfig, BenchResult
-from llmhost.bench.sweep import (
+from llmhost.cli.app import App
+from llmhost.cli.main import cli
+from llmhost.facts import HostFacts, gather
+from llmhost.facts.sources import SnapshotSource
+from llmhost.verify.bench.capacity import instant_sse_server
+from llmhost.verify.bench.metrics import summarize
+from llmhost.verify.bench.report import to_dict
+from llmhost.verify.bench.runner import BenchConfig, BenchResult
+from llmhost.verify.bench.sweep import (
     PlotUnavailable,
     ReportError,
     sweep_figure,
@@ -22,11 +26,7 @@ from llmhost.bench.sweep import (
     table_lines,
     write_plot,
 )
-from llmhost.cli.app import App
-from llmhost.cli.main import cli
-from llmhost.facts import HostFacts, gather
-from llmhost.sources import SnapshotSource
-from llmhost.validate import evidence, save
+from llmhost.verify.validate import evidence, save
 from tests.support import ZEN4_SNAPSHOT
 from tests.test_bench_metrics import FAILED, ok
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.build import BuildKit, build_with_buildkit, find_buildkit
+from llmhost.actions.build import BuildKit, build_with_buildkit, find_buildkit
 from llmhost.errors import LlmhostError
 
 
@@ -64,8 +64,9 @@ def test_the_build_streams_and_a_failure_keeps_its_tail(tmp_path, monkeypatch) -
         context.seek(0)
         build_with_buildkit(kit, context, "llmhost/llama-cpu:candidate", lines.append)
     assert lines[1] == "#1 context 1234 bytes"
-    assert "DOCKER_BUILDKIT=1 args build --progress=plain --tag llmhost/llama-cpu:candidate -" in (
-        lines[2]
+    assert (
+        "DOCKER_BUILDKIT=1 args build --progress=plain --tag llmhost/llama-cpu:candidate -"
+        in (lines[2])
     )
     monkeypatch.setenv("FAIL", "1")
     with pytest.raises(LlmhostError, match="exited 17") as err, tempfile.TemporaryFile() as empty:

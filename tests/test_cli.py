@@ -9,7 +9,12 @@ from click.testing import CliRunner
 from llmhost.cli import app as app_module
 from llmhost.cli.main import cli
 from llmhost.facts import gather
-from llmhost.sources import LiveSource, RecordingSource, SnapshotSource, _docker_error_sentence
+from llmhost.facts.sources import (
+    LiveSource,
+    RecordingSource,
+    SnapshotSource,
+    _docker_error_sentence,
+)
 from tests.support import (
     CPUINFO,
     H100_SNAPSHOT,

@@ -17,8 +17,8 @@ from llmhost.cli import layout
 from llmhost.cli import plan as plan_command
 from llmhost.cli.main import COMMANDS, cli
 from llmhost.cli.render import render_doctor
-from llmhost.doctor import Report
-from llmhost.doctor.result import Result, Status
+from llmhost.verify.doctor import Report
+from llmhost.verify.doctor.result import Result, Status
 from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
 
 ROOT = Path(__file__).resolve().parent.parent

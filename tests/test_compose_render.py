@@ -10,12 +10,12 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from llmhost.config import Config
+from llmhost.actions.deploy import render_compose
 from llmhost.cpulist import parse_cpulist
-from llmhost.deploy import render_compose
 from llmhost.facts import gather
-from llmhost.plan import make_plan
-from llmhost.sources import LiveSource, SnapshotSource
+from llmhost.facts.sources import LiveSource, SnapshotSource
+from llmhost.plan.config import Config
+from llmhost.plan.planner import make_plan
 from tests.support import CPUINFO, H100_SNAPSHOT, RTX_5090, FakeNvml, write_host_tree
 
 
@@ -94,7 +94,7 @@ KEY = "${LLMHOST_KEY}-$HOME-" + "k" * 24  # `$` must reach the servers literally
 def test_public_bind_reads_the_api_key_from_a_private_file(tmp_path, monkeypatch):
     """The key is never in compose.yaml: a 0600 env file in a 0700 directory, single-quoted so
     compose substitutes nothing, and `docker compose config` reads it back literally."""
-    from llmhost.deploy import write_compose
+    from llmhost.actions.deploy import write_compose
 
     monkeypatch.setenv("LLMHOST_STATE_DIR", str(tmp_path / "state"))
     config = _config(tmp_path, bind_address="0.0.0.0", api_key=KEY)

@@ -1,7 +1,7 @@
 import pytest
 
-from llmhost.config import load_config, parse_config
 from llmhost.errors import LlmhostError
+from llmhost.plan.config import load_config, parse_config
 
 
 def test_defaults():

@@ -15,11 +15,11 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from llmhost.actions.templates import _environment
+from llmhost.actions.templates import render as render_template
 from llmhost.facts import gather
-from llmhost.plan import cpu_cmake_flags
-from llmhost.sources import LiveSource, SnapshotSource
-from llmhost.templates import _environment
-from llmhost.templates import render as render_template
+from llmhost.facts.sources import LiveSource, SnapshotSource
+from llmhost.plan.planner import cpu_cmake_flags
 from tests.e2e import infra
 from tests.support import ZEN4_SNAPSHOT
 
@@ -109,7 +109,8 @@ SAMPLES: dict[str, tuple[str, dict[str, object]]] = {
     ),
 }
 SAMPLES["this-host-cpu-buildkit"] = (
-    "llama-cpu.Dockerfile.j2", {**SAMPLES["this-host-cpu"][1], "buildkit": True}
+    "llama-cpu.Dockerfile.j2",
+    {**SAMPLES["this-host-cpu"][1], "buildkit": True},
 )
 TRICKY_LABEL = 'say "hi" to $HOME \\ now'
 LLAMA_SAMPLES = [name for name, (template, _) in SAMPLES.items() if "llama" in template]
@@ -194,7 +195,7 @@ def test_llama_images_build_in_two_stages(name: str) -> None:
 
 @pytest.mark.parametrize("name", LLAMA_SAMPLES)
 def test_the_base_images_recorded_are_the_ones_built_from(name: str) -> None:
-    from llmhost.build import from_refs
+    from llmhost.actions.build import from_refs
 
     text, values, _ = render(name)
     base = values.get("base_image")

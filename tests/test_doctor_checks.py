@@ -5,12 +5,12 @@ from dataclasses import replace
 
 import pytest
 
-from llmhost.config import Config, HugepagesConfig
-from llmhost.doctor import run_doctor
 from llmhost.facts import gather
 from llmhost.facts.containers import ContainerFacts, ContainerInfo, ImageInfo
 from llmhost.facts.kernel import GRUB_DROPIN
-from llmhost.sources import LiveSource
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config, HugepagesConfig
+from llmhost.verify.doctor import run_doctor
 from tests.support import CPUINFO, NO_DRIVER, FakeNvml, write_host_tree
 
 ZEN5 = (CPUINFO / "ryzen9-9950x.txt").read_text()
@@ -127,8 +127,8 @@ def test_images_match_and_services(tmp_path):
 
 def test_rendered_grub_dropin_is_what_doctor_reads(tmp_path):
     """The drop-in `llmhost plan --host-files` renders parses back to the planned parameters."""
+    from llmhost.actions.host_files import host_files
     from llmhost.facts.kernel import parse_grub_dropin
-    from llmhost.host_files import host_files
 
     _, report = doctor(tmp_path)
     files = host_files(report.plan)

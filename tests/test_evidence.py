@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.config import Config, HugepagesConfig
-from llmhost.doctor import run_doctor
-from llmhost.evidence import (
+from llmhost.facts import gather
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.config import Config, HugepagesConfig
+from llmhost.plan.evidence import (
     EVIDENCE_PATH,
     Evidence,
     Verdict,
@@ -20,9 +21,8 @@ from llmhost.evidence import (
     metric_verdict,
     parse_evidence,
 )
-from llmhost.facts import gather
-from llmhost.plan import make_plan
-from llmhost.sources import SnapshotSource
+from llmhost.plan.planner import make_plan
+from llmhost.verify.doctor import run_doctor
 from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,9 +1,9 @@
 """Detection over real captured snapshots: this CI machine's kind and the H100 device machine."""
 
-from llmhost.config import Config
 from llmhost.facts import gather
-from llmhost.plan import make_plan
-from llmhost.sources import SnapshotSource
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.config import Config
+from llmhost.plan.planner import make_plan
 from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
 
 

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.config import Config, HugepagesConfig
-from llmhost.doctor import run_doctor
-from llmhost.doctor.registry import CHECKS
-from llmhost.evidence import KNOBS, UNKNOWN_KNOB
 from llmhost.facts import gather
-from llmhost.sources import SnapshotSource
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.config import Config, HugepagesConfig
+from llmhost.plan.evidence import KNOBS, UNKNOWN_KNOB
+from llmhost.verify.doctor import run_doctor
+from llmhost.verify.doctor.registry import CHECKS
 from tests.support import SNAPSHOTS
 
 PACKAGE = Path(__file__).resolve().parent.parent / "llmhost"

@@ -6,10 +6,10 @@ import json
 import pytest
 
 from llmhost.errors import LlmhostError
-from llmhost.floors import (
+from llmhost.facts import our_labels
+from llmhost.facts.versions import normalize_upstream, version_key, version_problem
+from llmhost.verify.floors import (
     HOST_SCOPES,
-    LABEL_FLOOR_OVERRIDE,
-    LABEL_FLOOR_STATUS,
     State,
     build_gate,
     check,
@@ -23,7 +23,6 @@ from llmhost.floors import (
     required_floor,
     role_defaults,
 )
-from llmhost.versions import normalize_upstream, version_key, version_problem
 
 FIREWALLD = frozenset({"firewalld"})
 
@@ -316,8 +315,8 @@ def test_build_gate_refuses_below_floor():
 
 def test_build_gate_override_is_recorded():
     labels, warning = build_gate("llama-gpu", "b8000", allow_below_floor=True)
-    assert labels[LABEL_FLOOR_STATUS] == "override"
-    assert "b8000 < floor b9061" in labels[LABEL_FLOOR_OVERRIDE]
+    assert labels[our_labels.FLOOR_STATUS] == "override"
+    assert "b8000 < floor b9061" in labels[our_labels.FLOOR_OVERRIDE]
     assert warning and warning.startswith("WARNING")
 
 
@@ -325,10 +324,10 @@ def test_build_gate_local_tree_is_unverified_not_refused():
     labels, note = build_gate(
         "llama-cpu", "llama-cpp-python-0.3.36-vendor-0c1e57098", allow_below_floor=False
     )
-    assert labels == {LABEL_FLOOR_STATUS: "unverified"}
+    assert labels == {our_labels.FLOOR_STATUS: "unverified"}
     assert note and "cannot prove" in note
     assert build_gate("llama-cpu", "b10864", allow_below_floor=False) == (
-        {LABEL_FLOOR_STATUS: "ok"},
+        {our_labels.FLOOR_STATUS: "ok"},
         None,
     )
 
@@ -353,7 +352,7 @@ def test_role_defaults(capsys):
 
 def test_ansible_role_defaults_carry_the_same_floors():
     """The nvidia_container_toolkit role's default is the floors file's value, not a copy that
-    can drift: `python -m llmhost.floors --ansible` is what a role would look up."""
+    can drift: `python -m llmhost.verify.floors --ansible` is what a role would look up."""
     import json
     import subprocess
     import sys
@@ -363,7 +362,7 @@ def test_ansible_role_defaults_carry_the_same_floors():
 
     floors = json.loads(
         subprocess.run(
-            [sys.executable, "-m", "llmhost.floors", "--ansible"],
+            [sys.executable, "-m", "llmhost.verify.floors", "--ansible"],
             capture_output=True,
             text=True,
             check=True,

@@ -1,4 +1,4 @@
-"""llmhost.gguf_header against gguf.GGUFReader (same metadata, tensors and model header), and
+"""llmhost.facts.gguf_header against gguf.GGUFReader (same metadata, tensors and model header), and
 against truncated and crafted files (one clear error, fast, no big allocation)."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 import gguf
 import pytest
 
-from llmhost import gguf_header, model_cache
 from llmhost.devtools.gguf_reference import reference_model_header
 from llmhost.devtools.synthetic_gguf import write_llama_gguf
 from llmhost.errors import LlmhostError
-from llmhost.gguf_header import GgufArray, read_gguf_header
-from llmhost.models import ModelHeader, read_model_header
+from llmhost.facts import gguf_header, model_cache
+from llmhost.facts.gguf_header import GgufArray, read_gguf_header
+from llmhost.facts.models import ModelHeader, read_model_header
 from tests.e2e import infra
 from tests.test_plan import write_gguf
 
@@ -94,7 +94,7 @@ def test_shipped_vocab_matches_gguf_reader(monkeypatch: pytest.MonkeyPatch) -> N
 def test_doctor_path_imports_neither_gguf_nor_numpy(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "m.gguf")
     code = (
-        "import sys; from llmhost.plan import read_model_header; "
+        "import sys; from llmhost.plan.planner import read_model_header; "
         f"read_model_header({str(path)!r}); "
         "print(sorted({'gguf', 'numpy'} & set(sys.modules)))"
     )

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import pytest
 
-from llmhost.config import Config
-from llmhost.doctor import run_doctor
 from llmhost.facts import gather
 from llmhost.facts.gpu import parse_module_version
-from llmhost.sources import LiveSource
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config
+from llmhost.verify.doctor import run_doctor
 from tests.support import CPUINFO, H100, RTX_5090, FakeNvml, write_host_tree
 
 OPEN = "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U22-I3-B13-02-5)  Tue Sep 30 2026\nGCC version:  gcc version 13.3.0\n"  # noqa: E501

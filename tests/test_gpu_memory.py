@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from llmhost.actions.deploy import render_compose
 from llmhost.cli.render import render_plan
-from llmhost.config import Config, ServiceConfig, parse_config
-from llmhost.deploy import render_compose
 from llmhost.errors import LlmhostError
 from llmhost.facts import gather
-from llmhost.gpu_memory import GIB, MIB, RESERVE_MIB, GpuMemoryError
-from llmhost.models import HfModel, ModelHeader
-from llmhost.plan import make_plan, vllm_api_servers
-from llmhost.services import LlamaKnobs, VllmKnobs
-from llmhost.sources import LiveSource
+from llmhost.facts.models import HfModel, ModelHeader
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config, ServiceConfig, parse_config
+from llmhost.plan.gpu_memory import GIB, MIB, RESERVE_MIB, GpuMemoryError
+from llmhost.plan.planner import make_plan, vllm_api_servers
+from llmhost.plan.services import LlamaKnobs, VllmKnobs
 from tests.support import CPUINFO, RTX_5090, FakeGpu, FakeNvml, write_host_tree
 
 # Llama-2-7B shapes: Q4_0 GGUF (what llama-gpu serves) and bf16 safetensors (what vLLM serves).
@@ -212,7 +212,7 @@ def test_unreadable_model_names_the_service(tmp_path):
     (models / "m-hf" / "config.json").write_text("{not json")
     cfg = replace(config(), models_dir=str(models))
     cfg = replace(cfg, services={**cfg.services, "llama-gpu": ServiceConfig(port=8004)})
-    from llmhost.plan import PlanError
+    from llmhost.plan.planner import PlanError
 
     with pytest.raises(PlanError, match=r"^vllm-gpu: model .*config.json is unreadable"):
         make_plan(host(tmp_path, RTX_5090), cfg, "gpu")
@@ -378,7 +378,7 @@ def test_tensor_parallel_all_reduce_buffers_stay_outside_vllms_share(tmp_path):
     """On two H200s beside llama-gpu, vLLM 0.26 held 1.7 GiB over its --gpu-memory-utilization
     share (all-reduce buffers) and ran out of memory on the shared GPU (2026-11-30): the plan
     leaves VLLM_TP_OUTSIDE beside the share on every GPU of the group, and shows it."""
-    from llmhost.gpu_memory import VLLM_TP_OUTSIDE
+    from llmhost.plan.gpu_memory import VLLM_TP_OUTSIDE
 
     plan = plan_for(host(tmp_path, H200, H200), config(vllm_gpu={"tensor_parallel_size": 2}))
     vllm, llama = plan.gpu_memory.placements["vllm-gpu"], plan.gpu_memory.placements["llama-gpu"]

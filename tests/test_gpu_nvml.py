@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from llmhost.config import Config
 from llmhost.facts import gather
 from llmhost.facts.gpu import architecture_for, cuda_version_from_int, from_nvml
-from llmhost.plan import PlanError, make_plan
-from llmhost.sources import LiveSource
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config
+from llmhost.plan.planner import PlanError, make_plan
 from tests.support import (
     CPUINFO,
     FIXTURES,
@@ -169,7 +169,7 @@ def test_cuda_matrix(tmp_path, gpu, driver, cuda, image, arch, vllm):
 
 
 def test_cuda_image_names_follow_the_version():
-    from llmhost.build import cuda_image
+    from llmhost.actions.build import cuda_image
 
     assert cuda_image("12.2.2", "devel") == "nvidia/cuda:12.2.2-devel-ubuntu22.04"
     assert cuda_image("13.0.1", "runtime") == "nvidia/cuda:13.0.1-runtime-ubuntu24.04"
@@ -191,7 +191,7 @@ def test_unknown_gpu_or_driver_is_one_clear_refusal(tmp_path, nvml, message):
 
 
 def test_a_cuda_version_llmhost_does_not_build_is_a_usage_error(tmp_path):
-    from llmhost.config import parse_config
+    from llmhost.plan.config import parse_config
 
     facts = _host(tmp_path, FakeNvml(gpus=[H100]))
     with pytest.raises(PlanError, match=r"images.cuda_version must be one of") as exc:

@@ -14,11 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.config import Config
-from llmhost.deploy import preflight
+from llmhost.actions.deploy import preflight
 from llmhost.errors import LlmhostError
 from llmhost.facts import gather
-from llmhost.image_checks import (
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.config import Config
+from llmhost.plan.planner import make_plan
+from llmhost.verify.image_checks import (
     CuobjdumpError,
     Level,
     cpu_image_check,
@@ -33,8 +35,6 @@ from llmhost.image_checks import (
     parse_torch_arch_list,
     required_cuda,
 )
-from llmhost.plan import make_plan
-from llmhost.sources import SnapshotSource
 from tests.support import FIXTURES, SNAPSHOTS
 
 CUOBJDUMP = FIXTURES / "cuobjdump"

@@ -1,10 +1,10 @@
-"""The one ISA table (llmhost.isa) and what is derived from it: what leaving a group out turns
+"""The one ISA table (llmhost.facts.isa) and what is derived from it: what leaving a group out turns
 off, which features a CPU gets, and the self-test's leave-out names."""
 
 from __future__ import annotations
 
-from llmhost import selftest
-from llmhost.isa import CPUINFO_FLAGS, FEATURES, LEAVE_OUT_GROUPS, REQUIRES, enabled
+from llmhost.facts.isa import CPUINFO_FLAGS, FEATURES, LEAVE_OUT_GROUPS, REQUIRES, enabled
+from llmhost.verify import selftest
 
 AMX = ("GGML_AMX_TILE", "GGML_AMX_INT8", "GGML_AMX_BF16")
 EMERALD_RAPIDS = {"avx", "avx2", "fma", "f16c", "bmi2", "avx_vnni", "avx512f", "avx512bw",

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.kernel_cmdline import parse_cmdline
+from llmhost.facts.kernel_cmdline import parse_cmdline
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_cpu_isolation_module_loads_this_very_file() -> None:
     """The role's module_utils entry is a link to llmhost's parser, not a copy that can drift."""
     link = REPO / "roles/cpu_isolation/module_utils/llmhost_kernel_cmdline.py"
     assert link.is_symlink()
-    assert link.resolve() == (REPO / "llmhost/kernel_cmdline.py").resolve()
+    assert link.resolve() == (REPO / "llmhost/facts/kernel_cmdline.py").resolve()
     module = (REPO / "roles/cpu_isolation/library/llmhost_grub_dropin.py").read_text()
     assert "from ansible.module_utils.llmhost_kernel_cmdline import parse_cmdline" in module
     assert "def parse_cmdline" not in module

@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.config import Config, HugepagesConfig, ServiceConfig
-from llmhost.doctor import live_checks as lc
-from llmhost.doctor.result import Context, Finding
 from llmhost.facts import gather
 from llmhost.facts.memory import gather_memory
+from llmhost.facts.models import ModelHeader
 from llmhost.facts.processes import (
     INSPECT_KEY,
     ServiceProcess,
@@ -25,9 +23,11 @@ from llmhost.facts.processes import (
     parse_stat,
     parse_status,
 )
-from llmhost.models import ModelHeader
-from llmhost.plan import make_plan
-from llmhost.sources import CommandOutput, LiveSource, RecordingSource, SnapshotSource
+from llmhost.facts.sources import CommandOutput, LiveSource, RecordingSource, SnapshotSource
+from llmhost.plan.config import Config, HugepagesConfig, ServiceConfig
+from llmhost.plan.planner import make_plan
+from llmhost.verify.doctor import live_checks as lc
+from llmhost.verify.doctor.result import Context, Finding
 from tests.support import FIXTURES, ZEN4_SNAPSHOT
 
 PROC = FIXTURES / "proc"
@@ -301,14 +301,14 @@ def test_mlock_not_requested_is_skipped() -> None:
 
 
 def test_checks_are_registered() -> None:
-    from llmhost.doctor.registry import CHECKS
+    from llmhost.verify.doctor.registry import CHECKS
 
     ids = [c[0] for c in CHECKS]
     assert {"live.hugepages", "live.threads", "live.pool_used", "live.mlock"} <= set(ids)
 
 
 def test_inspect_summary_keeps_no_secrets() -> None:
-    from llmhost.sources import _inspect_summary
+    from llmhost.facts.sources import _inspect_summary
 
     summary = _inspect_summary(
         {

@@ -10,12 +10,12 @@ from dataclasses import replace
 
 import pytest
 
-from llmhost.config import Config
 from llmhost.facts import gather
-from llmhost.live import Sample, live, parse_prometheus, read_live
-from llmhost.plan import make_plan
-from llmhost.services import METRICS, VLLM
-from llmhost.sources import SnapshotSource
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.config import Config
+from llmhost.plan.planner import make_plan
+from llmhost.plan.services import METRICS, VLLM
+from llmhost.verify.live import Sample, live, parse_prometheus, read_live
 from tests.support import FIXTURES, H100_SNAPSHOT
 
 LLAMA_METRICS = """# HELP llamacpp:tokens_predicted_total Number of generation tokens processed

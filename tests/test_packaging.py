@@ -39,7 +39,7 @@ def _run_without(names: tuple[str, ...], body: str) -> subprocess.CompletedProce
 
 def test_selftest_models_need_neither_gguf_nor_numpy(tmp_path):
     body = (
-        "from pathlib import Path\nfrom llmhost.selftest import write_models\n"
+        "from pathlib import Path\nfrom llmhost.verify.selftest import write_models\n"
         f"models = write_models(Path({str(tmp_path)!r}))\n"
         "print(sorted(p.stat().st_size > 0 for p in models.values()))"
     )
@@ -59,7 +59,7 @@ def test_plan_and_doctor_import_neither_docker_nor_the_checks_they_do_not_run():
         "    except SystemExit as exc:\n"
         "        assert exc.code in (0, 1), (args, exc.code)\n"
         "    assert 'docker' not in sys.modules and 'requests' not in sys.modules, args\n"
-        "    assert args[0] == 'doctor' or 'llmhost.doctor' not in sys.modules, args\n"
+        "    assert args[0] == 'doctor' or 'llmhost.verify.doctor' not in sys.modules, args\n"
         "print('clean')\n"
     )
     done = _run_without(("gguf", "numpy"), body)

@@ -6,15 +6,20 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from llmhost import selftest
-from llmhost.config import Config, HugepagesConfig, ServiceConfig
-from llmhost.evidence import Evidence, Hardware, Metric, Record, Verdict
-from llmhost.facts import gather
+from llmhost.facts import gather, our_labels
 from llmhost.facts.containers import ContainerFacts, ImageInfo
 from llmhost.facts.cpu import L3Domain, gather_cpu
-from llmhost.models import read_model_header
-from llmhost.plan import HUGEPAGE_SLACK_PAGES, PlanError, choose_cores, make_plan, model_memory
-from llmhost.sources import LiveSource
+from llmhost.facts.models import read_model_header
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config, HugepagesConfig, ServiceConfig
+from llmhost.plan.evidence import Evidence, Hardware, Metric, Record, Verdict
+from llmhost.plan.planner import (
+    HUGEPAGE_SLACK_PAGES,
+    PlanError,
+    choose_cores,
+    make_plan,
+    model_memory,
+)
 from tests.support import CPUINFO, write_host_tree
 
 ZEN5 = (CPUINFO / "ryzen9-9950x.txt").read_text()
@@ -143,11 +148,15 @@ def test_a_refused_image_leaves_its_feature_out(tmp_path):
     refused on another CPU model does not."""
     facts = gather(LiveSource(str(write_host_tree(tmp_path, EMR, cores=4))), containers=False)
     labels = {
-        selftest.LABEL: "failed: llama-bench died with SIGILL at `vdpbf16ps`",
-        selftest.LABEL_LEAVE_OUT: "avx512_bf16",
-        selftest.LABEL_CPU: facts.cpu.model_name,
+        our_labels.SELFTEST: "failed: llama-bench died with SIGILL at `vdpbf16ps`",
+        our_labels.SELFTEST_LEAVE_OUT: "avx512_bf16",
+        our_labels.SELFTEST_CPU: facts.cpu.model_name,
     }
-    other = {**labels, selftest.LABEL_CPU: "AMD EPYC 9654", selftest.LABEL_LEAVE_OUT: "avx_vnni"}
+    other = {
+        **labels,
+        our_labels.SELFTEST_CPU: "AMD EPYC 9654",
+        our_labels.SELFTEST_LEAVE_OUT: "avx_vnni",
+    }
     images = (ImageInfo(("llmhost/llama-cpu:refused",), labels, 0),
               ImageInfo(("elsewhere:refused",), other, 0))  # fmt: skip
     facts = dataclasses.replace(
@@ -280,7 +289,7 @@ def test_unknown_profile(tmp_path):
     ],
 )
 def test_compile_jobs_fit_in_memory(cpus, available_gib, job_mib, jobs):
-    from llmhost.plan import compile_jobs
+    from llmhost.plan.planner import compile_jobs
 
     assert compile_jobs(cpus, available_gib * 1024 * 1024, job_mib) == jobs
 
@@ -295,7 +304,7 @@ def test_build_plan_caps_nvcc_jobs_by_memory(tmp_path):
 @pytest.mark.parametrize(("physical", "inference"), [(2, 1), (4, 3), (8, 6), (16, 12), (32, 24)])
 def test_default_inference_cores(tmp_path, physical, inference):
     """12 on a Ryzen 9 9950X's 16 cores, as the design asks; a quarter kept elsewhere."""
-    from llmhost.plan import default_inference_cores
+    from llmhost.plan.planner import default_inference_cores
 
     cpu = cpu_facts(tmp_path, ZEN5, cores=physical, threads_per_core=2)
     assert default_inference_cores(cpu) == inference

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmhost import build as build_lib
-from llmhost.build import BuiltImage, LlamaSource, _stream, fetch_release
+from llmhost.actions import build as build_lib
+from llmhost.actions.build import BuiltImage, LlamaSource, _stream, fetch_release
 from llmhost.cli.main import cli
 from llmhost.errors import LlmhostError
 from llmhost.progress import ByteProgress, PullProgress

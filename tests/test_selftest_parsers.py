@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llmhost import selftest
-from llmhost.source_fixes import AMX_TILE_CONFIG, apply_fix, fix_tree, fixes_for
+from llmhost.actions.source_fixes import AMX_TILE_CONFIG, apply_fix, fix_tree, fixes_for
+from llmhost.verify import selftest
 
 AMX_ON = ("-DGGML_AVX512_VNNI=ON", "-DGGML_AMX_INT8=ON", "-DGGML_AMX_TILE=ON")
 

@@ -13,13 +13,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmhost import snapshot_format
 from llmhost.cli.main import cli
 from llmhost.cpulist import MAX_CPUS, parse_cpulist
 from llmhost.errors import LlmhostError
-from llmhost.facts import gather
-from llmhost.snapshot_format import MANIFEST, MAX_MEMBER_BYTES, check_manifest
-from llmhost.sources import (
+from llmhost.facts import gather, snapshot_format
+from llmhost.facts.snapshot_format import MANIFEST, MAX_MEMBER_BYTES, check_manifest
+from llmhost.facts.sources import (
     DOCKER_CALLS,
     DOCKER_INFO_KEYS,
     KNOWN_COMMANDS,

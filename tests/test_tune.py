@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.config import Config, HugepagesConfig
 from llmhost.cpulist import cpumask_hex
 from llmhost.errors import LlmhostError
-from llmhost.evidence import (
+from llmhost.facts import gather
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.config import Config, HugepagesConfig
+from llmhost.plan.evidence import (
     Evidence,
     Hardware,
     Metric,
@@ -26,12 +28,10 @@ from llmhost.evidence import (
     save_local_evidence,
     with_local,
 )
-from llmhost.facts import gather
-from llmhost.plan import make_plan
-from llmhost.sources import SnapshotSource
-from llmhost.tune.knobs import SETUP, TUNED
-from llmhost.tune.report import table
-from llmhost.tune.session import TuneRequest, TuneResult, base_knobs
+from llmhost.plan.planner import make_plan
+from llmhost.verify.tune.knobs import SETUP, TUNED
+from llmhost.verify.tune.report import table
+from llmhost.verify.tune.session import TuneRequest, TuneResult, base_knobs
 from tests.support import H100_SNAPSHOT, SNAPSHOTS, ZEN4_SNAPSHOT
 
 EMR = gather(SnapshotSource(H100_SNAPSHOT), containers=False)  # Emerald Rapids VM, no SMT

@@ -6,11 +6,11 @@ from dataclasses import replace
 
 import pytest
 
-from llmhost.config import Config
-from llmhost.doctor import run_doctor
 from llmhost.facts import gather
 from llmhost.facts.containers import ContainerFacts, ImageInfo, parse_firewall_backend
-from llmhost.sources import LiveSource, SnapshotSource
+from llmhost.facts.sources import LiveSource, SnapshotSource
+from llmhost.plan.config import Config
+from llmhost.verify.doctor import run_doctor
 from tests.support import CPUINFO, H100, NO_DRIVER, RTX_5090, SNAPSHOTS, FakeNvml, write_host_tree
 
 ZEN3 = SNAPSHOTS / "ryzen9-5900xt-noavx512.tar.gz"
@@ -317,7 +317,7 @@ def test_libnvidia_container_version(text, version):
 def test_probe_containers_use_the_compose_gpu_path():
     from docker.types import DeviceRequest
 
-    from llmhost.image_checks import gpu_device_request
+    from llmhost.verify.image_checks import gpu_device_request
 
     one = gpu_device_request(DeviceRequest, (1,))
     assert one["Driver"] == "nvidia" and one["DeviceIDs"] == ["1"]

@@ -2,11 +2,12 @@
 benchmarks/device/amx_variants.py built, and AMX's speed against the same build without it.
 
 Each variant runs through the Debian loader and libraries it was built against, so a binary from
-the image's builder runs on any glibc. The self-test is llmhost.selftest's own script (llama-bench
-on the three synthetic models, with and without the extra-buffer kernels); a crash is read back
-from the kernel log and the library's bytes as `llmhost build` would. The speed rounds interleave
-`fixed` (AMX, source fix) and `noamx`, and are written in cpu_builds.py's format as the variants
-`amx` and `noamx`, which benchmarks/evidence.py turns into the cpu_build.amx record.
+the image's builder runs on any glibc. The self-test is llmhost.verify.selftest's own script
+(llama-bench on the three synthetic models, with and without the extra-buffer kernels); a crash
+is read back from the kernel log and the library's bytes as `llmhost build` would. The speed
+rounds interleave `fixed` (AMX, source fix) and `noamx`, and are written in cpu_builds.py's
+format as the variants `amx` and `noamx`, which benchmarks/evidence.py turns into the
+cpu_build.amx record.
 
     python benchmarks/device/amx_check.py --variants .device/amx --out OUT [--model M.gguf ...]
 """
@@ -22,10 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from llmhost import selftest
-from llmhost.evidence import Hardware
 from llmhost.facts import gather
-from llmhost.sources import LiveSource
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.evidence import Hardware
+from llmhost.verify import selftest
 
 VARIANTS = ("unfixed", "fixed", "noamx")
 

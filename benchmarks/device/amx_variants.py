@@ -18,10 +18,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from llmhost.actions.source_fixes import fix_tree
 from llmhost.facts import gather
-from llmhost.plan import cpu_cmake_flags
-from llmhost.source_fixes import fix_tree
-from llmhost.sources import SnapshotSource
+from llmhost.facts.sources import SnapshotSource
+from llmhost.plan.planner import cpu_cmake_flags
 
 COMMON = [
     "-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_TESTS=OFF",

@@ -11,7 +11,7 @@
 #   install   install vLLM, make the bf16 checkpoint, write the plans, start from them: plan A
 #             (llama-gpu latency + vllm-gpu throughput, both on GPU 0) and, on a 2-GPU machine,
 #             plan A1's vllm-gpu on GPU 1 (plan A with one API server and A's memory share)
-#   bench     CORS answers, the live view (llmhost.live), sweeps 1/8/32/64 users of llama-gpu A,
+#   bench     CORS answers, the live view (llmhost.verify.live), sweeps 1/8/32/64 users of llama-gpu A,
 #             vllm-gpu A (beside it) and vllm-gpu A1
 #   bench2    plan B's llama-gpu (throughput) on GPU 1 (or alone on GPU 0) swept; then plan C's
 #             vllm-gpu (tensor-parallel over both GPUs, beside llama-gpu A) started

@@ -1,5 +1,5 @@
 """What `llmhost status` would show for natively started services (the GPU test machine has no
-Docker for it to list containers): the plan's services, each read live through llmhost.live
+Docker for it to list containers): the plan's services, each read live through llmhost.verify.live
 on the port it was started on, twice, a few seconds apart, while a load runs.
 
     python benchmarks/device/live_probe.py --profile gpu --port vllm-gpu=8000 --out live.json
@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from llmhost.cli.app import App
-from llmhost.live import read_live
+from llmhost.verify.live import read_live
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Summarise the GPU serving run (benchmarks/device/gpu_serving.sh) into summary.json and a
 markdown table: per engine and concurrency, throughput and TTFT against the serving
-configuration's targets (llmhost.services.TARGETS), the memory the plan gave each engine against
-what nvidia-smi saw, and single-stream decode against the HBM roofline.
+configuration's targets (llmhost.plan.services.TARGETS), the memory the plan gave each engine
+against what nvidia-smi saw, and single-stream decode against the HBM roofline.
 
     python benchmarks/device/summarize_serving.py benchmarks/results/h200-2026-11-29
     python benchmarks/device/summarize_serving.py benchmarks/results/h200x2-2026-11-30
@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from llmhost.services import LLAMA_CPP, TARGETS, VLLM
+from llmhost.plan.services import LLAMA_CPP, TARGETS, VLLM
 
 # Device-to-device copy on the H200 test machine (reads + writes), KINDS.md, 2026-11-04.
 HBM_BYTES_PER_S = 4.3e12

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from llmhost.build import render_dockerfile
-from llmhost.config import Config
-from llmhost.plan import BuildPlan
+from llmhost.actions.build import render_dockerfile
+from llmhost.plan.config import Config
+from llmhost.plan.planner import BuildPlan
 
 
 def main(plan_json: str) -> None:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from llmhost.config import Config, load_config
 from llmhost.facts import HostFacts, gather
-from llmhost.sources import LiveSource, SnapshotSource, Source
+from llmhost.facts.sources import LiveSource, SnapshotSource, Source
+from llmhost.plan.config import Config, load_config
 
 if TYPE_CHECKING:
-    from llmhost.models import ModelHeader
-    from llmhost.plan import Plan
+    from llmhost.facts.models import ModelHeader
+    from llmhost.plan.planner import Plan
 
 
 @dataclass
@@ -49,8 +49,8 @@ class App:
         images and running services change it), the config, and the shipped and local evidence.
         `headers={}` plans without reading model files (a build needs none); `facts` already
         gathered are used as they are."""
-        from llmhost.evidence import host_evidence
-        from llmhost.plan import make_plan
+        from llmhost.plan.evidence import host_evidence
+        from llmhost.plan.planner import make_plan
 
         facts = facts if facts is not None else self.facts(snapshot)
         plan = make_plan(facts, self.config(), profile, headers=headers, evidence=host_evidence())

@@ -10,12 +10,12 @@ import click
 
 from llmhost.cli.app import JSON_OPTION, QUIET_OPTION, App, pass_app
 from llmhost.cli.render import echo_json
-from llmhost.config import SERVICE_PROFILES
 from llmhost.errors import LlmhostError
 from llmhost.facts import to_jsonable
+from llmhost.plan.config import SERVICE_PROFILES
 
 if TYPE_CHECKING:
-    from llmhost.bench.sweep import Sweep
+    from llmhost.verify.bench.sweep import Sweep
 
 
 @click.command("bench")
@@ -90,9 +90,9 @@ def command(
         bench_options = (service, url, concurrency, n_requests, max_tokens, compare_file)
         _replot(reports, out_dir, as_json, benching=any(bench_options), replot=replot)
         return
-    from llmhost.bench.report import compare, gate, to_dict
-    from llmhost.bench.runner import run_bench
-    from llmhost.validate import (
+    from llmhost.verify.bench.report import compare, gate, to_dict
+    from llmhost.verify.bench.runner import run_bench
+    from llmhost.verify.validate import (
         default_out_dir,
         evidence,
         image_labels,
@@ -148,7 +148,7 @@ def command(
     path = save(report, Path(out_dir) if out_dir else default_out_dir(), service or "url")
     sweep, plot_line = None, ""
     if len(runs) > 1:
-        from llmhost.bench.sweep import sweep_of
+        from llmhost.verify.bench.sweep import sweep_of
 
         sweep = sweep_of(report, str(path))
         png, plot_line = _plot([sweep], path.with_suffix(".png"))
@@ -167,7 +167,7 @@ def _replot(
     reports: tuple[str, ...], out_dir: str | None, as_json: bool, *, benching: bool, replot: bool
 ) -> None:
     """`--plot`: tables and one figure from saved reports; exit 1 when the plot was skipped."""
-    from llmhost.bench.sweep import plot_name, read_report, sweep_of, table_lines
+    from llmhost.verify.bench.sweep import plot_name, read_report, sweep_of, table_lines
 
     if not replot:
         raise LlmhostError(f"unexpected argument {reports[0]!r}; saved reports need --plot", 2)
@@ -193,7 +193,7 @@ def _replot(
 
 def _plot(sweeps: list[Sweep], png: Path) -> tuple[Path | None, str]:
     """Write the figure; the line to print says where, or why it was skipped."""
-    from llmhost.bench.sweep import PlotUnavailable, write_plot
+    from llmhost.verify.bench.sweep import PlotUnavailable, write_plot
 
     try:
         written = write_plot(sweeps, png)
@@ -234,7 +234,7 @@ def _render(report: dict, path: Path, sweep: Sweep | None, plot_line: str) -> No
                     f"{ratio}  {row['verdict']}"
                 )
     if sweep is not None:
-        from llmhost.bench.sweep import table_lines
+        from llmhost.verify.bench.sweep import table_lines
 
         click.echo("\n".join(table_lines(sweep)))
         click.echo(plot_line)

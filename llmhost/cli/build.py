@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from llmhost.cli.app import FROM_OPTION, PROFILE_OPTION, QUIET_OPTION, App, pass_app
+from llmhost.facts import our_labels
 
 
 @click.command("build")
@@ -56,17 +57,17 @@ def command(
     """Render the Dockerfiles from the plan and build them, streaming the build log; the CPU image
     is self-tested before it is tagged. With --from, build for the host a snapshot describes (the
     self-test then runs there: `llmhost doctor`)."""
-    from llmhost.build import (
+    from llmhost.actions.build import (
         DEFAULT_LLAMA_REF,
         build_images,
         fetch_release,
         find_buildkit,
         local_source,
     )
-    from llmhost.config import check_value
     from llmhost.errors import LlmhostError
-    from llmhost.floors import build_gate
+    from llmhost.plan.config import check_value
     from llmhost.progress import quiet as silent
+    from llmhost.verify.floors import build_gate
 
     progress = silent if quiet else click.echo
 
@@ -97,7 +98,7 @@ def command(
         buildkit=None if no_buildkit else find_buildkit(),
     )
     for image in built:
-        flags = image.labels.get("io.llmhost.llama.cmake_flags", "")
+        flags = image.labels.get(our_labels.CMAKE, "")
         click.echo(
             f"{image.tag}: {image.image_id[:19]} in {image.seconds:.0f} s"
             + (f"\n  flags: {flags}" if flags else "")

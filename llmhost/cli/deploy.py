@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from llmhost import deploy as deploy_lib
+from llmhost.actions import deploy as deploy_lib
 from llmhost.cli.app import PROFILE_OPTION, QUIET_OPTION, App, pass_app
 
 
@@ -71,7 +71,7 @@ def command(
     for svc in plan.services:
         click.echo(f"  {svc.name:<10} healthy on http://{svc.bind_address}:{svc.port}/v1")
     if bench:
-        from llmhost.validate import smoke_all
+        from llmhost.verify.validate import smoke_all
 
         if not smoke_all(plan, config, facts, echo=click.echo):
             raise SystemExit(1)

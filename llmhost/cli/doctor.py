@@ -9,10 +9,10 @@ import click
 from llmhost.cli.app import FROM_OPTION, JSON_OPTION, PROFILE_OPTION, App, abort, pass_app
 from llmhost.cli.layout import terminal_width
 from llmhost.cli.render import echo_json, render_doctor
-from llmhost.doctor import run_doctor
+from llmhost.verify.doctor import run_doctor
 
 if TYPE_CHECKING:
-    from llmhost.plan import Plan
+    from llmhost.plan.planner import Plan
 
 
 @click.command("doctor")
@@ -33,7 +33,7 @@ def command(
 
     Exit status: 0 all ok (warnings allowed), 1 any failure, 2 usage error.
     """
-    from llmhost.plan import default_profile
+    from llmhost.plan.planner import default_profile
 
     if host_files and not as_json:
         abort("--host-files goes with --json", 2)
@@ -68,6 +68,6 @@ def command(
 
 def _host_files(plan: Plan | None) -> dict[str, str] | None:
     """The drop-ins of the plan; None when there is no plan (the failing check says why)."""
-    from llmhost.host_files import host_files
+    from llmhost.actions.host_files import host_files
 
     return None if plan is None else host_files(plan)

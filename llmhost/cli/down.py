@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
+from llmhost.actions.deploy import down, service_states
 from llmhost.cli.app import App, pass_app
-from llmhost.deploy import down, service_states
 
 
 @click.command("down")

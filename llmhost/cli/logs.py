@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
+from llmhost.actions.deploy import compose, compose_path
 from llmhost.cli.app import App, pass_app
-from llmhost.config import SERVICE_PROFILES
-from llmhost.deploy import compose, compose_path
 from llmhost.errors import LlmhostError
+from llmhost.plan.config import SERVICE_PROFILES
 
 
 @click.command("logs")

@@ -27,7 +27,7 @@ def command(app: App, as_json: bool) -> None:
     """List GGUF files and model directories in models_dir: size, quantization, and whether each
     fits in RAM (llama-cpu) and in one GPU's memory (llama-gpu, vllm-gpu) by the plan's
     arithmetic at the configured context and slots."""
-    from llmhost.model_list import list_models
+    from llmhost.verify.model_list import list_models
 
     config = app.config()
     entries = list_models(config, app.facts(containers=False))

@@ -29,7 +29,7 @@ def command(
     """Derive inference cores, hugepages, build flags and services from the host's facts."""
     _, plan = app.plan(profile, snapshot)
     if host_files:
-        from llmhost.host_files import host_files as render_host_files
+        from llmhost.actions.host_files import host_files as render_host_files
 
         echo_json(render_host_files(plan))
     elif as_json:

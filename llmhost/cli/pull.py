@@ -31,7 +31,7 @@ def command(
     HF_TOKEN is used for gated models, HF_ENDPOINT for a mirror. Air-gapped: copy the GGUF file
     or the model directory into models_dir by hand; `llmhost models` lists it the same way.
     """
-    from llmhost.hub import pull
+    from llmhost.actions.hub import pull
 
     config = app.config()
     pulled = pull(repo, config.models_dir, filename=file, revision=revision, name=name,

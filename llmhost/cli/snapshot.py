@@ -10,7 +10,7 @@ import click
 from llmhost import __version__
 from llmhost.cli.app import App, pass_app
 from llmhost.facts import gather
-from llmhost.sources import REDACTED_HOSTNAME, LiveSource, RecordingSource
+from llmhost.facts.sources import REDACTED_HOSTNAME, LiveSource, RecordingSource
 
 
 @click.command("snapshot")

@@ -7,9 +7,9 @@ from dataclasses import asdict
 
 import click
 
+from llmhost.actions.deploy import ServiceState, service_states
 from llmhost.cli.app import JSON_OPTION, App, pass_app
 from llmhost.cli.render import echo_json
-from llmhost.deploy import ServiceState, service_states
 
 
 def _num(value: float | None, fmt: str = "{:.0f}") -> str:
@@ -84,7 +84,7 @@ def _planned(app: App) -> dict:
 def command(app: App, as_json: bool, watch_s: float | None) -> None:
     """Each service's container state and health, and from its own /metrics: requests busy of
     its slots (and queued), tokens/s now, KV cache in use. Exit 1 if any is not healthy."""
-    from llmhost.live import read_live
+    from llmhost.verify.live import read_live
 
     config = app.config()
     states = service_states(config.project)

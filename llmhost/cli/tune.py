@@ -10,7 +10,7 @@ import click
 from llmhost.cli.app import JSON_OPTION, QUIET_OPTION, App, pass_app
 from llmhost.cli.render import echo_json
 from llmhost.errors import LlmhostError
-from llmhost.tune.knobs import OTHER_BUILDS, TUNED
+from llmhost.verify.tune.knobs import OTHER_BUILDS, TUNED
 
 
 @click.command("tune")
@@ -85,13 +85,13 @@ def command(
     the plan's setup without it, in interleaved rounds. Prints a table, writes the result JSON
     and a plot, and saves the verdicts as this host's evidence, which `plan` and `doctor` read
     beside the shipped evidence."""
-    from llmhost.bench.sweep import PlotUnavailable
-    from llmhost.evidence import save_local_evidence
+    from llmhost.plan.evidence import save_local_evidence
     from llmhost.progress import quiet as silent
     from llmhost.state import state_dir
-    from llmhost.tune.measure import ImageBench, NativeBench
-    from llmhost.tune.report import table, to_dict, write_plot
-    from llmhost.tune.session import SERVICE, TuneRequest, run_tune
+    from llmhost.verify.bench.sweep import PlotUnavailable
+    from llmhost.verify.tune.measure import ImageBench, NativeBench
+    from llmhost.verify.tune.report import table, to_dict, write_plot
+    from llmhost.verify.tune.session import SERVICE, TuneRequest, run_tune
 
     if llama_bench and image:
         raise LlmhostError("give --llama-bench or --image, not both", exit_code=2)

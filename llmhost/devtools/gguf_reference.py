@@ -1,5 +1,6 @@
 """read_model_header as it was written over `gguf.GGUFReader`: the reference that
-llmhost.gguf_header is held to (tests, benchmarks/model_facts.py). Slow: it decodes every array."""
+llmhost.facts.gguf_header is held to (tests, benchmarks/model_facts.py). Slow: it decodes every
+array."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import gguf
 
-from llmhost.models import ModelHeader
+from llmhost.facts.models import ModelHeader
 
 
 def reference_model_header(path: Path, reader: gguf.GGUFReader | None = None) -> ModelHeader:

@@ -16,8 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmhost.gguf_header import GgufArray, raw_metadata, read_gguf_header
-from llmhost.gguf_write import FLOAT32, INT32, STRING, UINT32, TensorInfo, kv, kv_array, write_gguf
+from llmhost.devtools.gguf_write import (
+    FLOAT32,
+    INT32,
+    STRING,
+    UINT32,
+    TensorInfo,
+    kv,
+    kv_array,
+    write_gguf,
+)
+from llmhost.facts.gguf_header import GgufArray, raw_metadata, read_gguf_header
 
 # Bump when the bytes written for the same arguments change, so cached files are regenerated.
 FORMAT_REVISION = 2

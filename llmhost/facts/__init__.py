@@ -1,4 +1,5 @@
-"""Host facts: one module per source domain, gathered into one `HostFacts` record."""
+"""Host facts: one module per source domain, gathered into one `HostFacts` record, read through
+one `Source` (the live host or a snapshot). It imports the base modules only."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from llmhost.facts.gpu import GpuFacts, attribute_processes, gather_gpu
 from llmhost.facts.kernel import KernelFacts, gather_kernel
 from llmhost.facts.memory import MemoryFacts, gather_memory
 from llmhost.facts.processes import ProcessFacts, gather_processes
-from llmhost.sources import Source
+from llmhost.facts.sources import Source
 from llmhost.untrusted import HOSTNAME_FILE, check_hostname
 
 

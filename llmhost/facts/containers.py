@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from llmhost.errors import LlmhostError
-from llmhost.sources import Source
+from llmhost.facts.sources import Source
 from llmhost.untrusted import shown
 
 T = TypeVar("T")

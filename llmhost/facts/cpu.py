@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from llmhost.cpulist import parse_cpulist
 from llmhost.errors import LlmhostError
+from llmhost.facts.isa import CPUINFO_FLAGS
+from llmhost.facts.sources import Source
 from llmhost.facts.uarch import codename, microarchitecture
-from llmhost.isa import CPUINFO_FLAGS
-from llmhost.sources import Source
 
-# /proc/cpuinfo flag names that change which llama.cpp kernels can run (llmhost.isa's table).
+# /proc/cpuinfo flag names that change which llama.cpp kernels can run (llmhost.facts.isa's table).
 ISA_FLAGS = CPUINFO_FLAGS
 # The kernel spells some flags differently from the ISA names people use.
 _FLAG_ALIASES = {"pni": "sse3", "avx512vbmi": "avx512_vbmi"}

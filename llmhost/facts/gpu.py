@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llmhost.sources import Source
+from llmhost.facts.sources import Source
 
 # Compute capability major (and minor where it matters) -> NVIDIA architecture name.
 _ARCH_BY_CC: dict[tuple[int, int], str] = {

@@ -6,8 +6,8 @@ import shlex
 from dataclasses import dataclass
 
 from llmhost.cpulist import parse_cpulist
-from llmhost.kernel_cmdline import parse_cmdline
-from llmhost.sources import Source
+from llmhost.facts.kernel_cmdline import parse_cmdline
+from llmhost.facts.sources import Source
 
 TRACKED_PARAMS: tuple[str, ...] = (
     "isolcpus",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from llmhost.sources import Source
+from llmhost.facts.sources import Source
 
 HUGEPAGES_ROOT = "/sys/kernel/mm/hugepages"
 THP_ROOT = "/sys/kernel/mm/transparent_hugepage"

@@ -15,7 +15,8 @@ import re
 from dataclasses import dataclass, field, replace
 
 from llmhost.cpulist import parse_cpulist
-from llmhost.sources import Source
+from llmhost.facts import our_labels
+from llmhost.facts.sources import Source
 
 INSPECT_KEY = "docker-inspect-llmhost"
 # /proc/PID/stat fields after the ")" that closes comm: field 3 (state) is index 0.
@@ -240,7 +241,7 @@ def _service_process(source: Source, box: dict) -> ServiceProcess:
     health = state.get("Health") or {}
     pid = int(state.get("Pid") or 0)
     proc = ServiceProcess(
-        service=labels.get("io.llmhost.service") or labels.get("com.docker.compose.service", ""),
+        service=labels.get(our_labels.SERVICE) or labels.get("com.docker.compose.service", ""),
         project=labels.get("com.docker.compose.project", ""),
         container=str(box.get("Name") or box.get("Id") or "?").lstrip("/"),
         pid=pid,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.plan import HUGEPAGE_KB
+from llmhost.plan.planner import HUGEPAGE_KB
 from tests.ansible.support import REPO, ROLES, ansible_playbook, run_module
 
 pytestmark = pytest.mark.ansible
@@ -462,7 +462,7 @@ def test_source_bundle_is_a_deterministic_wheel_that_installs(tmp_path: Path) ->
                     "--disable-pip-version-check", "--target", str(target), str(wheel)],
                    check=True, capture_output=True)  # fmt: skip
     probe = subprocess.run(
-        [sys.executable, "-c", "import llmhost.templates as t; "
+        [sys.executable, "-c", "import llmhost.actions.templates as t; "
          "print(t.TEMPLATE_DIRS[0], len(t.render('compose.yaml.j2', services=[], project='p')))"],
         env={**os.environ, "PYTHONPATH": str(target)}, cwd=tmp_path, capture_output=True,
         text=True, check=False,
@@ -477,7 +477,8 @@ def test_source_bundle_is_a_deterministic_wheel_that_installs(tmp_path: Path) ->
     second = run_module("llmhost_source_bundle", args, tmp_path, library=FACTS_LIB)
     assert second["fingerprint"] == first["fingerprint"] and bundle.read_bytes() == data
     assert first["version"] and first["files"] > 20
-    (src / "llmhost" / "plan.py").write_text((src / "llmhost" / "plan.py").read_text() + "\n")
+    planner = src / "llmhost" / "plan" / "planner.py"
+    planner.write_text(planner.read_text() + "\n")
     third = run_module("llmhost_source_bundle", args, tmp_path, library=FACTS_LIB)
     assert third["fingerprint"] != first["fingerprint"] and third["wheel"] != first["wheel"]
 

@@ -464,7 +464,7 @@ def test_grub_less_host_is_reported_not_broken(ci: Inputs) -> None:
 def test_engine_below_the_floor_is_refused_unless_accepted(ci: Inputs) -> None:
     before = host_state(PROJECT)
     run = site(ci, "--tags", "docker", extra={"docker_accept_below_floor": False})
-    from llmhost.versions import compare_versions
+    from llmhost.facts.versions import compare_versions
 
     installed = subprocess.run(["dockerd", "--version"], capture_output=True, text=True).stdout
     version = re.search(r"version ([0-9]+(?:\.[0-9]+)*)", installed).group(1)
@@ -489,7 +489,7 @@ def test_default_source_is_dockers_repository_below_the_floor(ci: Inputs) -> Non
     policy = subprocess.run(["apt-cache", "policy", "docker.io"], capture_output=True, text=True)
     offered = re.search(r"Candidate: (?:\d+:)?([0-9]+(?:\.[0-9]+)*)", policy.stdout)
     floor = role_file("docker", "defaults/main.yml")["docker_engine_min_version"]
-    from llmhost.versions import compare_versions
+    from llmhost.facts.versions import compare_versions
 
     if offered and compare_versions(offered.group(1), floor) >= 0:
         pytest.skip(f"the distribution offers docker.io {offered.group(1)}, at the floor")

@@ -69,16 +69,18 @@ def test_site_validates_every_role_first() -> None:
 
 def test_toolkit_floor_is_llmhost_floor() -> None:
     """The role's security floor is the one `llmhost doctor` checks (llmhost/data/floors.toml)."""
-    from llmhost.floors import role_defaults
+    from llmhost.verify.floors import role_defaults
 
     floors = role_defaults()
     toolkit = role_file("nvidia_container_toolkit", "defaults/main.yml")
     docker = role_file("docker", "defaults/main.yml")
-    assert toolkit["nvidia_container_toolkit_min_version"] == floors[
-        "nvidia_container_toolkit_min_version"]
+    assert (
+        toolkit["nvidia_container_toolkit_min_version"]
+        == floors["nvidia_container_toolkit_min_version"]
+    )
     assert docker["docker_engine_min_version"] == floors["docker_engine_min_version"]
     # CVE-2025-23266 was fixed in 1.17.8 and CVE-2026-24260 in 1.19.1: never below those.
-    from llmhost.floors import compare_versions
+    from llmhost.verify.floors import compare_versions
 
     assert compare_versions(toolkit["nvidia_container_toolkit_min_version"], "1.19.1") >= 0
 
@@ -121,8 +123,10 @@ def test_outputs_are_declared(role: str) -> None:
                 set_here.add(task["register"])
             set_here |= set(task.get("ansible.builtin.set_fact") or {})
     ours = {n for n in set_here if n.startswith(f"{role}_")}
-    assert ours == declared, f"set but undeclared {sorted(ours - declared)}, " \
-                             f"declared but never set {sorted(declared - ours)}"
+    assert ours == declared, (
+        f"set but undeclared {sorted(ours - declared)}, "
+        f"declared but never set {sorted(declared - ours)}"
+    )
 
 
 def test_lab_inventory_passes_validation() -> None:

@@ -212,7 +212,8 @@ def _extract_llama_tree(sdist: Path, version: str, dest: Path) -> dict[str, str]
 def ensure_llama_source(version: str = DEFAULT_LLAMA_PY_VERSION) -> Path:
     """Return the llama.cpp tree vendored by llama-cpp-python `version`, extracting it once.
 
-    `llmhost build --llama-source` builds from it (its context excludes come from llmhost.build).
+    `llmhost build --llama-source` builds from it (its context excludes come from
+    llmhost.actions.build).
     """
     root = cache_dir() / "llama-src" / version
     done = root / "source.json"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from llmhost.build import find_buildkit
+from llmhost.actions.build import find_buildkit
 from tests.e2e import infra
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]

@@ -22,13 +22,13 @@ from pathlib import Path
 
 import pytest
 
-from llmhost import selftest
-from llmhost.build import selftest_gate, with_tag
-from llmhost.config import Config
+from llmhost.actions.build import selftest_gate, with_tag
 from llmhost.errors import LlmhostError
-from llmhost.facts import gather
-from llmhost.plan import make_plan
-from llmhost.sources import LiveSource
+from llmhost.facts import gather, our_labels
+from llmhost.facts.sources import LiveSource
+from llmhost.plan.config import Config
+from llmhost.plan.planner import make_plan
+from llmhost.verify import selftest
 from tests.e2e import infra
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
@@ -132,9 +132,9 @@ def test_a_crashing_build_is_refused_and_amx_left_out(crashing_image: str) -> No
     # The candidate is gone, kept as :refused, labelled for the next plan.
     refused = with_tag(crashing_image, "refused")
     labels = client.inspect_image(refused)["Config"]["Labels"]
-    assert labels[selftest.LABEL].startswith("failed: llama-bench died with SIGILL")
-    assert labels[selftest.LABEL_LEAVE_OUT] == "amx"
-    assert labels[selftest.LABEL_CPU] == facts.cpu.model_name
+    assert labels[our_labels.SELFTEST].startswith("failed: llama-bench died with SIGILL")
+    assert labels[our_labels.SELFTEST_LEAVE_OUT] == "amx"
+    assert labels[our_labels.SELFTEST_CPU] == facts.cpu.model_name
     assert not client.images(name=candidate)
     replan = make_plan(gather(LiveSource()), Config(inference_cores=1), "cpu", headers={})
     assert "amx" in replan.build.left_out

@@ -191,7 +191,7 @@ def test_tune_measures_the_plans_knobs_and_doctor_judges_by_them(
     """`llmhost tune` on the tiny model in the product image: every knob measured or skipped
     with its reason, the hugetlb setup drawing from a real pool, the result and evidence saved,
     and doctor reading this host's evidence instead of the shipped one."""
-    from llmhost.tune.knobs import TUNED
+    from llmhost.verify.tune.knobs import TUNED
 
     env = configured(base_env, "on", "hugepages: {headroom_pct: 100}")
     plan = json.loads(llmhost("plan", "--json", env=env, check=True).stdout)

@@ -1,1 +1,1 @@
-../../../llmhost/kernel_cmdline.py
+../../../llmhost/facts/kernel_cmdline.py
