@@ -258,7 +258,7 @@ def allowed_origin(origin: str) -> str | None:
 
 def test_bench_agrees_with_server_timings(built: dict[str, str], hugepages_for_plan: int) -> None:
     from llmhost.verify.bench.runner import run_bench
-    from tests.test_bench_client import FIXED_LENGTH, assert_agrees_with_server_timings
+    from tests.unit.verify.test_bench_client import FIXED_LENGTH, assert_agrees_with_server_timings
 
     llmhost("deploy", "--profile", "cpu", "--no-bench", env=built, check=True)
     result = run_bench(

@@ -23,6 +23,7 @@ from llmhost.verify.floors import (
     required_floor,
     role_defaults,
 )
+from tests.support import REPO
 
 FIREWALLD = frozenset({"firewalld"})
 
@@ -356,7 +357,6 @@ def test_ansible_role_defaults_carry_the_same_floors():
     import json
     import subprocess
     import sys
-    from pathlib import Path
 
     import yaml
 
@@ -368,7 +368,7 @@ def test_ansible_role_defaults_carry_the_same_floors():
             check=True,
         ).stdout
     )
-    defaults = Path(__file__).parents[1] / "roles/nvidia_container_toolkit/defaults/main.yml"
+    defaults = REPO / "roles/nvidia_container_toolkit/defaults/main.yml"
     role = yaml.safe_load(defaults.read_text())
     key = "nvidia_container_toolkit_min_version"
     assert role[key] == floors[key]

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "llmhost"
+from tests.support import REPO
+
+PACKAGE = REPO / "llmhost"
 # Stage -> the stages its modules may import (their own included). "base" is the top-level
 # modules (errors, untrusted, cpulist, progress, cache, state) that every stage uses.
 MAY_IMPORT: dict[str, set[str]] = {

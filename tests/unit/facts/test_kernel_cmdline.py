@@ -1,12 +1,10 @@
 """The kernel command-line parser shared by llmhost's facts and the cpu_isolation module."""
 
-from pathlib import Path
 
 import pytest
 
 from llmhost.facts.kernel_cmdline import parse_cmdline
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.support import REPO
 
 
 @pytest.mark.parametrize(("cmdline", "expected"), [

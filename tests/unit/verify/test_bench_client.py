@@ -35,6 +35,7 @@ from llmhost.verify.bench import (
 from llmhost.verify.bench.capacity import measure_client_capacity
 from llmhost.verify.bench.client import SSEDecoder, SSEEvent, _apply, _StreamState
 from llmhost.verify.bench.metrics import tpot_s
+from tests.support import REPO
 
 LLAMA_SERVER_ENV = "LLMHOST_LLAMA_SERVER"
 MODEL_ENV = "LLMHOST_BENCH_GGUF"
@@ -223,7 +224,7 @@ def tiny_model() -> Path:
         if not Path(value).is_file():
             pytest.skip(f"{MODEL_ENV}={value} is not a file")
         return Path(value)
-    infra_path = Path(__file__).parent / "e2e" / "infra.py"
+    infra_path = REPO / "tests" / "e2e" / "infra.py"
     spec = importlib.util.spec_from_file_location("llmhost_e2e_infra", infra_path)
     if spec is None or spec.loader is None:
         pytest.skip(f"no model: set {MODEL_ENV} (cannot load {infra_path})")

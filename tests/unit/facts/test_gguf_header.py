@@ -19,7 +19,7 @@ from llmhost.facts import gguf_header, model_cache
 from llmhost.facts.gguf_header import GgufArray, read_gguf_header
 from llmhost.facts.models import ModelHeader, read_model_header
 from tests.e2e import infra
-from tests.test_plan import write_gguf
+from tests.unit.plan.test_plan import write_gguf
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,8 @@ from llmhost.plan.config import load_config, parse_config
 
 def test_defaults():
     cfg = parse_config(None)
-    # None: the plan sizes them to the host (tests/test_plan.py::test_default_inference_cores).
+    # None: the plan sizes them to the host
+    # (tests/unit/plan/test_plan.py::test_default_inference_cores).
     assert cfg.inference_cores is None and cfg.profile is None
     assert {n: s.port for n, s in cfg.services.items()} == {
         "llama-cpu": 8001,

@@ -8,7 +8,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,9 +18,9 @@ from llmhost.cli.main import COMMANDS, cli
 from llmhost.cli.render import render_doctor
 from llmhost.verify.doctor import Report
 from llmhost.verify.doctor.result import Result, Status
-from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
+from tests.support import H100_SNAPSHOT, REPO, ZEN4_SNAPSHOT
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LONG_FIX = (
     "install Docker's own packages (docker-ce >= 28.5.2, containerd.io with runc >= 1.3.3): "

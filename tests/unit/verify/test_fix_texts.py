@@ -3,7 +3,6 @@
 
 import ast
 import re
-from pathlib import Path
 
 import pytest
 
@@ -13,9 +12,9 @@ from llmhost.plan.config import Config, HugepagesConfig
 from llmhost.plan.evidence import KNOBS, UNKNOWN_KNOB
 from llmhost.verify.doctor import run_doctor
 from llmhost.verify.doctor.registry import CHECKS
-from tests.support import SNAPSHOTS
+from tests.support import REPO, SNAPSHOTS
 
-PACKAGE = Path(__file__).resolve().parent.parent / "llmhost"
+PACKAGE = REPO / "llmhost"
 REPO_PATH = re.compile(
     r"(?<![\w./-])(?:benchmarks|scripts|docs|tests|roles|playbooks|inventories|templates)/"
     r"|\bpython3? +\S+\.py\b|\bbash +\S+\.sh\b"

@@ -1,6 +1,7 @@
 """Live doctor checks and their /proc parsers, over files captured from real llama-server
 containers on the 2-CPU CI host (tests/fixtures/proc/*/case.json says how each was started;
-capture.py made them). The plan is this host's: inference CPU 1, housekeeping CPU 0."""
+tests/generators/proc_capture.py made them). The plan is this host's: inference CPU 1,
+housekeeping CPU 0."""
 
 from __future__ import annotations
 

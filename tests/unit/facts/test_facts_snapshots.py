@@ -56,7 +56,8 @@ def test_h100_snapshot_plan():
     assert plan.build.cuda_architectures == "90"
     assert plan.build.torch_cuda_arch_list == "9.0"
     assert plan.build.cuda_version.startswith("13.0")
-    # AMX follows the shipped evidence for Emerald Rapids (tests/test_plan.py covers the rule).
+    # AMX follows the shipped evidence for Emerald Rapids (tests/unit/plan/test_plan.py covers
+    # the rule).
     amx = "-DGGML_AMX_INT8=ON" in plan.build.llama_cpu_cmake_flags
     assert amx == ("amx" not in plan.build.left_out)
     assert "-DGGML_AVX512_VNNI=ON" in plan.build.llama_cpu_cmake_flags

@@ -35,11 +35,10 @@ from llmhost.verify.image_checks import (
     parse_torch_arch_list,
     required_cuda,
 )
-from tests.support import FIXTURES, SNAPSHOTS
+from tests.support import FIXTURES, REPO, SNAPSHOTS
 
 CUOBJDUMP = FIXTURES / "cuobjdump"
 ZEN3 = SNAPSHOTS / "ryzen9-5900xt-noavx512.tar.gz"
-REPO = Path(__file__).resolve().parents[1]
 
 
 def listing(build: str, kind: str) -> str:

@@ -28,7 +28,7 @@ from llmhost.verify.bench.sweep import (
 )
 from llmhost.verify.validate import evidence, save
 from tests.support import ZEN4_SNAPSHOT
-from tests.test_bench_metrics import FAILED, ok
+from tests.unit.verify.test_bench_metrics import FAILED, ok
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NO_TRACEBACK = "Traceback"

@@ -23,9 +23,9 @@ from llmhost.plan.evidence import (
 )
 from llmhost.plan.planner import make_plan
 from llmhost.verify.doctor import run_doctor
-from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
+from tests.support import H100_SNAPSHOT, REPO, ZEN4_SNAPSHOT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 RESULTS = ROOT / "benchmarks" / "results"
 H100_RUN = RESULTS / "h100-2026-11-23"
 
