@@ -240,3 +240,26 @@ class FakeEngine:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def with_models(facts: Any, config: Any, models: dict[str, Any]) -> Any:
+    """`facts` with `models` (service -> ModelHeader / HfModel) as the facts of the paths the
+    config gives those services: what `gather(..., models=model_paths(config))` would read."""
+    import dataclasses
+
+    found = dict(facts.models)
+    for name, model in models.items():
+        path = str(Path(config.models_dir) / config.services[name].model)
+        found[path] = dataclasses.replace(model, path=path)
+    return dataclasses.replace(facts, models=found)
+
+
+def with_model_files(facts: Any, config: Any) -> Any:
+    """`facts` with the configured models read from their files, as `llmhost plan` reads them."""
+    import dataclasses
+
+    from llmhost.facts.models import gather_models
+    from llmhost.facts.sources import LiveSource
+    from llmhost.plan.planner import model_paths
+
+    return dataclasses.replace(facts, models=gather_models(LiveSource(), model_paths(config)))

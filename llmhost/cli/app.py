@@ -15,7 +15,6 @@ from llmhost.facts.sources import LiveSource, SnapshotSource, Source
 from llmhost.plan.config import Config, load_config
 
 if TYPE_CHECKING:
-    from llmhost.facts.models import ModelHeader
     from llmhost.plan.planner import Plan
 
 
@@ -34,26 +33,32 @@ class App:
     def source(self, snapshot: str | None) -> Source:
         return SnapshotSource(snapshot) if snapshot else LiveSource()
 
-    def facts(self, snapshot: str | None = None, *, containers: bool = True) -> HostFacts:
-        return gather(self.source(snapshot), containers=containers)
+    def facts(
+        self, snapshot: str | None = None, *, containers: bool = True, models: bool = False
+    ) -> HostFacts:
+        """The host's facts (or the snapshot's); with `models`, the configured models' too."""
+        from llmhost.plan.planner import model_paths
+
+        wanted = model_paths(self.config()) if models else None
+        return gather(self.source(snapshot), containers=containers, models=wanted)
 
     def plan(
         self,
         profile: str | None,
         snapshot: str | None = None,
         *,
-        headers: dict[str, ModelHeader] | None = None,
+        models: bool = True,
         facts: HostFacts | None = None,
     ) -> tuple[HostFacts, Plan]:
         """The way a command gets its plan: every fact (images and containers included: refused
-        images and running services change it), the config, and the shipped and local evidence.
-        `headers={}` plans without reading model files (a build needs none); `facts` already
+        images and running services change it; the configured models unless `models` is False:
+        a build needs none), the config, and the shipped and local evidence. `facts` already
         gathered are used as they are."""
         from llmhost.plan.evidence import host_evidence
         from llmhost.plan.planner import make_plan
 
-        facts = facts if facts is not None else self.facts(snapshot)
-        plan = make_plan(facts, self.config(), profile, headers=headers, evidence=host_evidence())
+        facts = facts if facts is not None else self.facts(snapshot, models=models)
+        plan = make_plan(facts, self.config(), profile, evidence=host_evidence())
         return facts, plan
 
 

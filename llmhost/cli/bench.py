@@ -112,7 +112,7 @@ def command(
     gated_at = None
     if service:
         profile = SERVICE_PROFILES[service]
-        _, plan = app.plan("all" if profile == "gpu" else "cpu", headers={}, facts=facts)
+        _, plan = app.plan("all" if profile == "gpu" else "cpu", facts=facts)
         svc = plan.service(service)
         assert svc is not None
         url, targets, labels = service_url(svc), svc.targets, image_labels(facts, svc.image)

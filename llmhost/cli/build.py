@@ -78,7 +78,7 @@ def command(
     if base_image:
         check_value("--base-image", base_image, "images.base_image")
     config = app.config()
-    _, plan = app.plan(profile, snapshot, headers={})
+    _, plan = app.plan(profile, snapshot, models=False)
     needs_source = any(s.engine != "vllm" for s in plan.services)
     source = None
     if needs_source:

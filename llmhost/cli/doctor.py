@@ -39,7 +39,7 @@ def command(
         abort("--host-files goes with --json", 2)
 
     config = app.config()
-    facts = app.facts(snapshot)
+    facts = app.facts(snapshot, models=True)
     profile = profile or config.profile or default_profile(facts)
     report = run_doctor(facts, config, profile, live=snapshot is None)
     if as_json:

@@ -9,6 +9,7 @@ import click
 
 from llmhost import __version__
 from llmhost.cli.app import App, pass_app
+from llmhost.errors import LlmhostError
 from llmhost.facts import gather
 from llmhost.facts.sources import REDACTED_HOSTNAME, LiveSource, RecordingSource
 
@@ -28,9 +29,16 @@ from llmhost.facts.sources import REDACTED_HOSTNAME, LiveSource, RecordingSource
 )
 @pass_app
 def command(app: App, output: str, redact_hostname: bool) -> None:
-    """Record /proc, /sys, nvidia-smi and docker inputs at their real paths in a tarball."""
+    """Record /proc, /sys, nvidia-smi and docker inputs at their real paths in a tarball, and the
+    configured models' facts (not the models), so the snapshot plans as this host does."""
+    from llmhost.plan.planner import model_paths
+
+    try:
+        wanted, no_models = model_paths(app.config()), ""
+    except LlmhostError as exc:  # a snapshot is for bug reports: a broken config is one of them
+        wanted, no_models = {}, f"; no model facts: {exc}"
     recorder = RecordingSource(LiveSource())
-    facts = gather(recorder)
+    facts = gather(recorder, models=wanted)
     meta = {
         "llmhost_version": __version__,
         "hostname": facts.hostname,
@@ -40,6 +48,7 @@ def command(app: App, output: str, redact_hostname: bool) -> None:
         recorder.redact_hostname()
     path = recorder.write(Path(output), meta)
     click.echo(
-        f"wrote {path}: {len(recorder.files)} files, {len(recorder.commands)} command outputs "
-        f"({facts.cpu.microarchitecture}, {len(facts.gpu.gpus)} GPU(s))"
+        f"wrote {path}: {len(recorder.files)} files, {len(recorder.commands)} command outputs, "
+        f"{len(recorder.models)} model(s) ({facts.cpu.microarchitecture}, "
+        f"{len(facts.gpu.gpus)} GPU(s)){no_models}"
     )

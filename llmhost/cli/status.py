@@ -64,7 +64,7 @@ def _planned(app: App) -> dict:
     from llmhost.errors import LlmhostError
 
     try:
-        facts = app.facts()
+        facts = app.facts(models=True)
     except LlmhostError:
         return {}
     for profile in ("all", None):  # the facts once: a host without a GPU plans twice

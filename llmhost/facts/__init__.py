@@ -14,6 +14,7 @@ from llmhost.facts.cpu import CpuFacts, gather_cpu
 from llmhost.facts.gpu import GpuFacts, attribute_processes, gather_gpu
 from llmhost.facts.kernel import KernelFacts, gather_kernel
 from llmhost.facts.memory import MemoryFacts, gather_memory
+from llmhost.facts.models import ModelFacts, gather_models
 from llmhost.facts.processes import ProcessFacts, gather_processes
 from llmhost.facts.sources import Source
 from llmhost.untrusted import HOSTNAME_FILE, check_hostname
@@ -29,6 +30,8 @@ class HostFacts:
     gpu: GpuFacts
     containers: ContainerFacts
     processes: ProcessFacts = field(default_factory=ProcessFacts)
+    # The configured models (path -> facts), when asked for: what the plan sizes memory from.
+    models: dict[str, ModelFacts] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return to_jsonable(self)
@@ -47,9 +50,12 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
-def gather(source: Source, *, containers: bool = True) -> HostFacts:
-    """Read every domain through `source`; a hostname that is not one is refused here, before it
-    can become a file name (host_vars) or reach a template."""
+def gather(
+    source: Source, *, containers: bool = True, models: dict[str, str] | None = None
+) -> HostFacts:
+    """Read every domain through `source`, and the `models` (path -> kind: gguf or hf) asked for;
+    a hostname that is not one is refused here, before it can become a file name (host_vars) or
+    reach a template."""
     hostname = check_hostname(
         (source.read_text(HOSTNAME_FILE) or platform.node()).strip(),
         f"{source.name} {HOSTNAME_FILE}",
@@ -67,6 +73,7 @@ def gather(source: Source, *, containers: bool = True) -> HostFacts:
         gpu=gpu,
         containers=gather_containers(source) if containers else _no_containers(),
         processes=processes,
+        models=gather_models(source, models or {}),
     )
 
 

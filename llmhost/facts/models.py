@@ -7,6 +7,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmhost.errors import LlmhostError
 from llmhost.facts import model_cache
@@ -180,3 +181,85 @@ def provenance(models_dir: str | Path) -> dict[str, dict]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- model facts, through a Source
+
+GGUF, HF = "gguf", "hf"  # a GGUF file (llama.cpp), a model directory (vLLM)
+READERS = {GGUF: read_model_header, HF: read_hf_model}
+_CLASSES: dict[str, type[ModelHeader] | type[HfModel]] = {GGUF: ModelHeader, HF: HfModel}
+MAX_MODEL_PATH = 4096
+
+
+@dataclass(frozen=True)
+class ModelUnreadable:
+    """A configured model whose facts could not be read: the reason, for the plan to name."""
+
+    path: str
+    kind: str
+    error: str
+
+
+ModelFacts = ModelHeader | HfModel | ModelUnreadable
+
+
+def model_json(model: ModelHeader | HfModel) -> str:
+    """A model's facts as a source hands them out (and a snapshot keeps them): no path."""
+    return json.dumps({k: v for k, v in dataclasses.asdict(model).items() if k != "path"})
+
+
+def model_from_json(path: str, kind: str, text: str) -> ModelHeader | HfModel:
+    """Facts a source handed out (from a snapshot: anyone's) -> the model; every field present,
+    of its type, numbers within bounds, else one line naming the field."""
+    cls = _CLASSES.get(kind)
+    if cls is None:
+        raise LlmhostError(f"model {path}: unknown kind {kind[:20]!r} (gguf or hf)")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        raise LlmhostError(f"model {path}: its recorded facts are not JSON") from None
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "path"}
+    if not isinstance(data, dict):
+        raise LlmhostError(f"model {path}: its recorded facts are not an object")
+    missing = sorted(set(fields) - set(data) - _DEFAULTED[kind])
+    if missing:
+        raise LlmhostError(f"model {path}: its recorded facts lack {', '.join(missing)}")
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise LlmhostError(f"model {path}: its recorded facts have unknown {unknown[0][:40]!r}")
+    for name, value in data.items():
+        text_field = fields[name].type == "str"
+        if text_field:
+            ok = isinstance(value, str) and len(value) <= 200 and value.isprintable()
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 50
+        if not ok:
+            want = "a short string" if text_field else "a whole number from 0 to 2**50"
+            raise LlmhostError(f"model {path}: {name} must be {want} (got {str(value)[:40]!r})")
+    return cls(path=path, **data)  # type: ignore[arg-type]
+
+
+_DEFAULTED = {
+    kind: frozenset(f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING)
+    for kind, cls in _CLASSES.items()
+}
+
+
+def read_model(path: str, kind: str) -> ModelHeader | HfModel:
+    """The facts of the model at `path` on this host (GGUF headers cached by file identity)."""
+    return READERS[kind](path)
+
+
+def gather_models(source: Any, wanted: dict[str, str]) -> dict[str, ModelFacts]:
+    """`wanted` (path -> kind) read through `source`: the live files, or a snapshot's record."""
+    found: dict[str, ModelFacts] = {}
+    for path, kind in wanted.items():
+        got = source.model(path, kind)
+        if not got.ok:
+            found[path] = ModelUnreadable(path, kind, got.error or "unreadable")
+            continue
+        try:
+            found[path] = model_from_json(path, kind, got.stdout)
+        except LlmhostError as exc:
+            found[path] = ModelUnreadable(path, kind, str(exc))
+    return found

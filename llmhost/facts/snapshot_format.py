@@ -31,6 +31,7 @@ OPTIONAL_KEYS: dict[str, type] = {
     "hostname": str,
     "llmhost_version": str,
     "machine": str,
+    "models": dict,  # configured model path -> {"kind", "facts", "error"} (llmhost.facts.models)
     "note": str,
     "redacted": list,
 }
@@ -160,6 +161,7 @@ def check_manifest(data: Any, origin: str, known_commands: Collection[str]) -> N
         )
     _check_listings(data["listings"], where)
     _check_commands(data["commands"], where, known_commands)
+    _check_models(data.get("models", {}), where)
     if "hostname" in data and not is_hostname(data["hostname"]):
         raise LlmhostError(f"{where}: hostname {shown(data['hostname'])!r} is not a hostname")
     for item in data.get("redacted", []):
@@ -190,3 +192,22 @@ def _check_commands(commands: dict[str, Any], where: str, known: Collection[str]
             or not isinstance(error, str | None)
         ):
             raise LlmhostError(f'{where}: commands[{key!r}] must be {{"error": string or null}}')
+
+
+def _check_models(models: dict[str, Any], where: str) -> None:
+    """The shape only; each model's fields are checked where they become facts."""
+    for path, entry in models.items():
+        if not path.startswith("/") or len(path) > 4096 or not path.isprintable():
+            raise LlmhostError(f"{where}: models has a key that is not an absolute path")
+        if (
+            not isinstance(entry, dict)
+            or set(entry) != {"kind", "facts", "error"}
+            or not isinstance(entry["kind"], str)
+            or not isinstance(entry["facts"], dict | None)
+            or not isinstance(entry["error"], str | None)
+            or (entry["facts"] is None) == (entry["error"] is None)
+        ):
+            raise LlmhostError(
+                f'{where}: models[{shown(path)!r}] must be {{"kind": string, "facts": object or '
+                'null, "error": string or null}, one of facts and error set'
+            )

@@ -89,6 +89,10 @@ class Source(Protocol):
 
     def nvml(self) -> Any | None: ...
 
+    def model(self, path: str, kind: str) -> CommandOutput:
+        """A configured model's facts as JSON (`llmhost.facts.models.model_json`), or why not."""
+        ...
+
 
 def _run(argv: list[str], timeout: float = 10.0) -> CommandOutput:
     if shutil.which(argv[0]) is None:
@@ -245,6 +249,14 @@ class LiveSource:
             return None
         return pynvml
 
+    def model(self, path: str, kind: str) -> CommandOutput:
+        from llmhost.facts.models import model_json, read_model
+
+        try:
+            return CommandOutput(stdout=model_json(read_model(path, kind)))
+        except LlmhostError as exc:
+            return CommandOutput(error=str(exc))
+
 
 class RecordingSource:
     """Wraps a source and keeps every raw input read, to be written as a snapshot."""
@@ -255,6 +267,7 @@ class RecordingSource:
         self.files: dict[str, str] = {}
         self.listings: dict[str, list[str] | None] = {}
         self.commands: dict[str, CommandOutput] = {}
+        self.models: dict[str, tuple[str, CommandOutput]] = {}
         self.redacted_hostname: str | None = None
 
     def read_text(self, path: str) -> str | None:
@@ -277,6 +290,11 @@ class RecordingSource:
         # Snapshots carry nvidia-smi output instead of NVML state.
         return None
 
+    def model(self, path: str, kind: str) -> CommandOutput:
+        out = self.inner.model(path, kind)
+        self.models[path] = (kind, out)
+        return out
+
     def redact_hostname(self, replacement: str = REDACTED_HOSTNAME) -> None:
         """Record `replacement` instead of this host's name, in the files and the manifest."""
         self.files[HOSTNAME_FILE] = replacement + "\n"
@@ -292,6 +310,12 @@ class RecordingSource:
             "commands": {k: {"error": v.error} for k, v in self.commands.items()},
             **meta,
         }
+        if self.models:  # the configured models' facts, so the snapshot plans as this host does
+            manifest["models"] = {
+                path: {"kind": kind, "facts": json.loads(out.stdout) if out.ok else None,
+                       "error": out.error}
+                for path, (kind, out) in self.models.items()
+            }  # fmt: skip
         if self.redacted_hostname is not None:
             manifest |= {"hostname": self.redacted_hostname, "redacted": ["hostname"]}
         check_manifest(manifest, f"snapshot {dest}", KNOWN_COMMANDS)
@@ -349,6 +373,14 @@ class SnapshotSource:
 
     def nvml(self) -> Any | None:
         return None
+
+    def model(self, path: str, kind: str) -> CommandOutput:
+        entry = self.manifest.get("models", {}).get(path)
+        if entry is None or entry["kind"] != kind:
+            return CommandOutput(error=f"model {path} was not captured in this snapshot")
+        if entry["error"] is not None:
+            return CommandOutput(error=entry["error"])
+        return CommandOutput(stdout=json.dumps(entry["facts"]))
 
 
 def open_source(snapshot: str | None) -> Source:

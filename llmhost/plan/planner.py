@@ -1,4 +1,5 @@
-"""Facts + config -> Plan: cores, hugepages, build flags, services. Pure: no I/O but model headers.
+"""Facts + config -> Plan: cores, hugepages, build flags, services. Pure: no I/O (model
+headers are facts, gathered through the same Source).
 
 Everything the CLI, the templates and the Ansible roles decide is decided here, once.
 """
@@ -18,7 +19,7 @@ from llmhost.facts.gpu import GpuFacts
 from llmhost.facts.isa import FEATURES as ISA_FEATURES
 from llmhost.facts.isa import LEAVE_OUT_GROUPS
 from llmhost.facts.isa import enabled as isa_enabled
-from llmhost.facts.models import HfModel, ModelHeader, read_hf_model, read_model_header
+from llmhost.facts.models import HfModel, ModelFacts, ModelHeader, ModelUnreadable
 from llmhost.plan.config import Config, ServiceConfig
 from llmhost.plan.evidence import (
     Evidence,
@@ -719,20 +720,48 @@ def plan_services(
 # ---------------------------------------------------------------- the plan
 
 
-def read_models(config: Config, profile: str) -> Models:
-    """The configured models of the profile's services: GGUF headers, model directories."""
+def model_paths(config: Config) -> dict[str, str]:
+    """Every configured model (path -> kind): the model facts a plan needs gathered."""
+    paths: dict[str, str] = {}
+    for spec in REGISTRY.values():
+        if config.services[spec.name].model:  # a path two kinds claim: read as the first's
+            path = str(Path(config.models_dir) / config.services[spec.name].model)
+            paths.setdefault(path, spec.model_kind)
+    return paths
+
+
+_KIND_NAMES = {"gguf": "a GGUF file", "hf": "a model directory"}
+
+
+def _kind(found: ModelFacts) -> str:
+    if isinstance(found, ModelUnreadable):
+        return found.kind
+    return "hf" if isinstance(found, HfModel) else "gguf"
+
+
+def profile_models(facts: HostFacts, config: Config, profile: str) -> Models:
+    """The profile's services' models, from the facts; one that could not be read refuses the
+    plan, naming the service. Facts gathered without models plan without them (a build)."""
     models: Models = {}
     for spec in REGISTRY.values():
         svc = config.services[spec.name]
         if profile not in ("all", spec.device) or not svc.model:
             continue
-        path = Path(config.models_dir) / svc.model
-        try:
-            models[spec.name] = (
-                read_model_header(path) if spec.model_kind == "gguf" else read_hf_model(path)
+        path = str(Path(config.models_dir) / svc.model)
+        found: ModelFacts | None = facts.models.get(path)
+        if found is not None and _kind(found) != spec.model_kind:
+            other, wanted = _KIND_NAMES[_kind(found)], _KIND_NAMES[spec.model_kind]
+            why = (
+                f"model {path} is also another service's {other}: one path cannot be both"
+                if isinstance(found, ModelUnreadable)
+                else f"model {path} is {other}, not {wanted} (llama.cpp serves a GGUF file, "
+                "vLLM a model directory)"
             )
-        except LlmhostError as exc:
-            raise PlanError(f"{spec.name}: {exc}", fix=f"services.{spec.name}.model") from None
+            found = ModelUnreadable(path, spec.model_kind, why)
+        if isinstance(found, ModelUnreadable):
+            raise PlanError(f"{spec.name}: {found.error}", fix=f"services.{spec.name}.model")
+        if found is not None:
+            models[spec.name] = found
     return models
 
 
@@ -757,13 +786,11 @@ def make_plan(
     facts: HostFacts,
     config: Config,
     profile: str | None = None,
-    headers: Models | None = None,
     evidence: Evidence | None = None,
 ) -> Plan:
-    """Decide everything for `profile` (default: the config's) from the facts. `headers`: the
-    services' model facts (default: read from models_dir; {} plans without models). `evidence`
-    decides AMX and adds per-knob recommendations (default: the shipped evidence, no
-    recommendations)."""
+    """Decide everything for `profile` (default: the config's) from the facts, the configured
+    models' included (`gather(..., models=model_paths(config))`). `evidence` decides AMX and adds
+    per-knob recommendations (default: the shipped evidence, no recommendations)."""
     notes: list[str] = []
     if not (profile or config.profile):
         notes.append(
@@ -781,7 +808,7 @@ def make_plan(
             "the OS, IRQs and Docker (set inference_cores to choose)"
         )
     cores = gpu_profile_cores(facts.cpu) if profile == "gpu" else choose_cores(facts.cpu, count)
-    models = read_models(config, profile) if headers is None else headers
+    models = profile_models(facts, config, profile)
     hugepages = plan_hugepages(config, models, facts.memory.total_kb, profile)
     left_out = isa_left_out(facts, evidence or load_evidence())
     cmake_flags, isa = cpu_cmake_flags(facts.cpu, left_out)

@@ -281,3 +281,44 @@ def test_doctor_host_files_without_a_plan_or_without_json():
 def test_status_with_the_engine_down_is_one_line():
     env = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     assert_one_clear_line(run("status", env=env), 1, "Docker engine not reachable")
+
+
+def _model_config(tmp_path, model: str = "m.gguf") -> str:
+    from llmhost.devtools.synthetic_gguf import write_llama_gguf
+
+    models = tmp_path / "models"
+    models.mkdir(exist_ok=True)
+    write_llama_gguf(models / "m.gguf", None, tensor_type="q8_0")
+    config = tmp_path / "llmhost.yaml"
+    config.write_text(
+        f"inference_cores: 1\nmodels_dir: {models}\n"
+        f"services:\n  llama-cpu: {{model: {model}, ctx_size: 2048}}\n"
+    )
+    return str(config)
+
+
+def test_a_snapshot_carries_the_model_facts_and_plans_as_the_host_did(tmp_path):
+    """The model's header is a fact: recorded (not the model), so `plan --from` sizes the pool
+    from it after the file is gone, as the host's own plan did."""
+    config, out = _model_config(tmp_path), tmp_path / "me.tar.gz"
+    result = run("--config", config, "snapshot", "-o", str(out))
+    assert result.exit_code == 0 and ", 1 model(s) (" in result.output, result.output
+    here = json.loads(run("--config", config, "plan", "--profile", "cpu", "--json").output)
+    (tmp_path / "models" / "m.gguf").unlink()
+    there = run("--config", config, "plan", "--profile", "cpu", "--json", "--from", str(out))
+    assert there.exit_code == 0, there.output
+    assert json.loads(there.output)["hugepages"] == here["hugepages"]
+    assert here["hugepages"]["models"][0]["weights_bytes"] > 0
+    # Without the snapshot the model is gone: one line naming the service.
+    gone = run("--config", config, "plan", "--profile", "cpu")
+    assert_one_clear_line(gone, 1, "llama-cpu: model ")
+    assert "does not exist" in gone.output
+
+
+def test_a_model_the_snapshot_did_not_capture_is_named(tmp_path):
+    out = tmp_path / "me.tar.gz"
+    assert run("snapshot", "-o", str(out)).exit_code == 0  # no config: no model facts
+    result = run("--config", _model_config(tmp_path), "plan", "--from", str(out), "--profile",
+                 "cpu")  # fmt: skip
+    assert_one_clear_line(result, 1, "llama-cpu: model ")
+    assert "was not captured in this snapshot" in result.output

@@ -103,7 +103,7 @@ def test_a_crashing_build_is_refused_and_amx_left_out(crashing_image: str) -> No
 
     client = docker.APIClient()
     facts = gather(LiveSource())
-    plan = make_plan(facts, Config(inference_cores=1), "cpu", headers={})
+    plan = make_plan(facts, Config(inference_cores=1), "cpu")
     svc = plan.service("llama-cpu")
     candidate = with_tag(crashing_image, "candidate")
     client.tag(crashing_image, *candidate.rsplit(":", 1))
@@ -136,7 +136,7 @@ def test_a_crashing_build_is_refused_and_amx_left_out(crashing_image: str) -> No
     assert labels[our_labels.SELFTEST_LEAVE_OUT] == "amx"
     assert labels[our_labels.SELFTEST_CPU] == facts.cpu.model_name
     assert not client.images(name=candidate)
-    replan = make_plan(gather(LiveSource()), Config(inference_cores=1), "cpu", headers={})
+    replan = make_plan(gather(LiveSource()), Config(inference_cores=1), "cpu")
     assert "amx" in replan.build.left_out
     assert f"docker rmi {refused}" in replan.build.left_out["amx"]
     assert "-DGGML_AMX_INT8=OFF" in replan.build.llama_cpu_cmake_flags

@@ -37,11 +37,11 @@ def reference_box_plan(tmp_path, config):
         cores_per_l3=8,
     )
     facts = gather(LiveSource(str(root), nvml_module=FakeNvml(gpus=[RTX_5090])), containers=False)
-    return make_plan(facts, config, "all", headers={})
+    return make_plan(facts, config, "all")
 
 
 def h100_plan(config):
-    return make_plan(gather(SnapshotSource(H100_SNAPSHOT)), config, "all", headers={})
+    return make_plan(gather(SnapshotSource(H100_SNAPSHOT)), config, "all")
 
 
 @pytest.mark.parametrize("which", ["rtx5090", "h100"])

@@ -94,7 +94,8 @@ def test_shipped_vocab_matches_gguf_reader(monkeypatch: pytest.MonkeyPatch) -> N
 def test_doctor_path_imports_neither_gguf_nor_numpy(tmp_path: Path) -> None:
     path = write_gguf(tmp_path / "m.gguf")
     code = (
-        "import sys; from llmhost.plan.planner import read_model_header; "
+        "import sys; import llmhost.plan.planner; "
+        "from llmhost.facts.models import read_model_header; "
         f"read_model_header({str(path)!r}); "
         "print(sorted({'gguf', 'numpy'} & set(sys.modules)))"
     )

@@ -159,7 +159,7 @@ def test_cuda_matrix(tmp_path, gpu, driver, cuda, image, arch, vllm):
     """Each GPU gets a CUDA image its driver runs and that still has its machine code, its exact
     architectures, and vllm-gpu only where vLLM's CUDA 13 images run (else a note says why)."""
     facts = _host(tmp_path, FakeNvml(driver=driver, cuda=cuda, gpus=[gpu]))
-    plan = make_plan(facts, Config(), "gpu", headers={})
+    plan = make_plan(facts, Config(), "gpu")
     assert plan.build.cuda_version == image
     assert plan.build.cuda_architectures == arch
     assert (plan.service("vllm-gpu") is not None) == vllm
@@ -187,7 +187,7 @@ def test_cuda_image_names_follow_the_version():
 def test_unknown_gpu_or_driver_is_one_clear_refusal(tmp_path, nvml, message):
     facts = _host(tmp_path, nvml)
     with pytest.raises(PlanError, match=message):
-        make_plan(facts, Config(), "gpu", headers={})
+        make_plan(facts, Config(), "gpu")
 
 
 def test_a_cuda_version_llmhost_does_not_build_is_a_usage_error(tmp_path):
@@ -195,5 +195,5 @@ def test_a_cuda_version_llmhost_does_not_build_is_a_usage_error(tmp_path):
 
     facts = _host(tmp_path, FakeNvml(gpus=[H100]))
     with pytest.raises(PlanError, match=r"images.cuda_version must be one of") as exc:
-        make_plan(facts, parse_config({"images": {"cuda_version": "11.8.0"}}), "gpu", headers={})
+        make_plan(facts, parse_config({"images": {"cuda_version": "11.8.0"}}), "gpu")
     assert exc.value.exit_code == 2

@@ -384,3 +384,66 @@ def test_snapshot_is_written_0600_and_can_redact_the_hostname(tmp_path, tree_hos
     manifest = json.loads(members[MANIFEST])
     assert manifest["hostname"] == REDACTED_HOSTNAME and manifest["redacted"] == ["hostname"]
     assert not list(tmp_path.glob("*.part"))
+
+
+# -- model facts --------------------------------------------------------------------------------
+
+MODEL = "/srv/llmhost/models/m.gguf"
+HEADER = {
+    "architecture": "llama", "n_layer": 2, "n_embd": 128, "n_head": 4, "n_head_kv": 4,
+    "head_dim_k": 32, "head_dim_v": 32, "n_ff": 256, "n_vocab": 260, "context_length": 2048,
+    "weights_bytes": 1_000_000, "file_bytes": 1_100_000,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("models", "message"),
+    [
+        ({"relative/m.gguf": {"kind": "gguf", "facts": HEADER, "error": None}},
+         "models has a key that is not an absolute path"),
+        ({MODEL: {"kind": "gguf", "facts": HEADER}}, f"models['{MODEL}'] must be"),
+        ({MODEL: {"kind": "gguf", "facts": HEADER, "error": "no"}}, "one of facts and error set"),
+        ({MODEL: {"kind": "gguf", "facts": None, "error": None}}, "one of facts and error set"),
+        ({MODEL: {"kind": "gguf", "facts": [1], "error": None}}, f"models['{MODEL}'] must be"),
+    ],
+)  # fmt: skip
+def test_model_entries_of_another_shape_are_refused(models, message):
+    with pytest.raises(LlmhostError) as err:
+        check_manifest(_manifest(models=models), "snapshot s.tar.gz", KNOWN_COMMANDS)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("facts", "message"),
+    [
+        ({**HEADER, "n_layer": -1}, "n_layer must be a whole number from 0 to 2**50"),
+        ({**HEADER, "n_layer": True}, "n_layer must be a whole number"),
+        ({**HEADER, "weights_bytes": 2**60}, "weights_bytes must be a whole number"),
+        ({**HEADER, "architecture": "x" * 500}, "architecture must be a short string"),
+        ({**HEADER, "architecture": "{{ 7 * 7 }}\n"}, "architecture must be a short string"),
+        ({k: v for k, v in HEADER.items() if k != "n_head"}, "its recorded facts lack n_head"),
+        ({**HEADER, "evil": 1}, "its recorded facts have unknown 'evil'"),
+    ],
+)  # fmt: skip
+def test_model_facts_from_a_snapshot_are_checked_before_the_plan_uses_them(
+    tmp_path, facts, message
+):
+    """A crafted header never reaches the arithmetic: the plan refuses the service in one line."""
+    entry = {"kind": "gguf", "facts": facts, "error": None}
+    snap = craft(tmp_path / "s.tar.gz", manifest={"models": {MODEL: entry}})
+    config = tmp_path / "llmhost.yaml"
+    config.write_text("models_dir: /srv/llmhost/models\nservices:\n  llama-cpu: {model: m.gguf}\n")
+    result = run("--config", str(config), "plan", "--profile", "cpu", "--from", str(snap))
+    assert_one_clear_line(result, f"llama-cpu: model {MODEL}: {message}")
+
+
+def test_model_facts_of_the_written_shape_plan(tmp_path):
+    """The same header, well formed: facts a plan can size a pool from."""
+    from llmhost.facts.models import ModelHeader, gather_models
+
+    entry = {"kind": "gguf", "facts": HEADER, "error": None}
+    source = SnapshotSource(craft(tmp_path / "s.tar.gz", manifest={"models": {MODEL: entry}}))
+    (found,) = gather_models(source, {MODEL: "gguf"}).values()
+    assert found == ModelHeader(path=MODEL, **HEADER)
+    (other,) = gather_models(source, {MODEL: "hf"}).values()
+    assert "was not captured in this snapshot" in other.error  # type: ignore[union-attr]

@@ -223,7 +223,7 @@ def test_h100_records_match_the_run_summary():
 
 
 def recs(facts, config, profile, evidence=None):
-    plan = make_plan(facts, config, profile, headers={}, evidence=evidence or load_evidence())
+    plan = make_plan(facts, config, profile, evidence=evidence or load_evidence())
     return {r.knob: r for r in plan.recommendations}
 
 
@@ -279,8 +279,8 @@ def test_a_host_kind_without_measurements_says_so():
 
 
 def test_evidence_annotates_and_changes_nothing():
-    plain = make_plan(EMR, HUGETLB, "all", headers={})
-    annotated = make_plan(EMR, HUGETLB, "all", headers={}, evidence=load_evidence())
+    plain = make_plan(EMR, HUGETLB, "all")
+    annotated = make_plan(EMR, HUGETLB, "all", evidence=load_evidence())
     assert plain.recommendations == () and annotated.recommendations
     assert replace(annotated, recommendations=()) == plain
     llama = annotated.service("llama-cpu")

@@ -21,7 +21,15 @@ from llmhost.plan.config import Config, ServiceConfig, parse_config
 from llmhost.plan.gpu_memory import GIB, MIB, RESERVE_MIB, GpuMemoryError
 from llmhost.plan.planner import make_plan, vllm_api_servers
 from llmhost.plan.services import LlamaKnobs, VllmKnobs
-from tests.support import CPUINFO, RTX_5090, FakeGpu, FakeNvml, write_host_tree
+from tests.support import (
+    CPUINFO,
+    RTX_5090,
+    FakeGpu,
+    FakeNvml,
+    with_model_files,
+    with_models,
+    write_host_tree,
+)
 
 # Llama-2-7B shapes: Q4_0 GGUF (what llama-gpu serves) and bf16 safetensors (what vLLM serves).
 LLAMA2_7B_Q4_0 = ModelHeader(
@@ -60,7 +68,8 @@ def config(**services: dict) -> Config:
 
 
 def plan_for(facts, cfg: Config | None = None, models=MODELS, profile: str = "gpu"):
-    return make_plan(facts, cfg or config(), profile, headers=dict(models))
+    cfg = cfg or config()
+    return make_plan(with_models(facts, cfg, models), cfg, profile)
 
 
 def test_rtx5090_holds_both_engines(tmp_path):
@@ -215,7 +224,7 @@ def test_unreadable_model_names_the_service(tmp_path):
     from llmhost.plan.planner import PlanError
 
     with pytest.raises(PlanError, match=r"^vllm-gpu: model .*config.json is unreadable"):
-        make_plan(host(tmp_path, RTX_5090), cfg, "gpu")
+        make_plan(with_model_files(host(tmp_path, RTX_5090), cfg), cfg, "gpu")
 
 
 def test_deploy_dry_run_prints_compose_and_memory_table(tmp_path, monkeypatch):
@@ -227,7 +236,10 @@ def test_deploy_dry_run_prints_compose_and_memory_table(tmp_path, monkeypatch):
     from llmhost.cli.main import cli
 
     facts = host(tmp_path, RTX_5090)
-    monkeypatch.setattr(app_module.App, "facts", lambda self, snapshot=None, **kw: facts)
+    def host_facts(self, snapshot=None, *, models=False, **_):
+        return with_model_files(facts, self.config()) if models else facts
+
+    monkeypatch.setattr(app_module.App, "facts", host_facts)
     models_dir = tmp_path / "models"
     (models_dir / "m-hf").mkdir(parents=True)
     (models_dir / "m-hf" / "config.json").write_text(json.dumps({
@@ -263,7 +275,10 @@ def _cli_on(tmp_path, monkeypatch, facts, config_text: str, *args: str):
     from llmhost.cli import app as app_module
     from llmhost.cli.main import cli
 
-    monkeypatch.setattr(app_module.App, "facts", lambda self, snapshot=None, **kw: facts)
+    def host_facts(self, snapshot=None, *, models=False, **_):
+        return with_model_files(facts, self.config()) if models else facts
+
+    monkeypatch.setattr(app_module.App, "facts", host_facts)
     monkeypatch.setenv("LLMHOST_STATE_DIR", str(tmp_path / "state"))
     cfg = tmp_path / "llmhost.yaml"
     cfg.write_text(config_text)

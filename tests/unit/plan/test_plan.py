@@ -20,7 +20,7 @@ from llmhost.plan.planner import (
     make_plan,
     model_memory,
 )
-from tests.support import CPUINFO, write_host_tree
+from tests.support import CPUINFO, with_model_files, write_host_tree
 
 ZEN5 = (CPUINFO / "ryzen9-9950x.txt").read_text()
 GENOA = (CPUINFO / "epyc-genoa-2cpu.txt").read_text()
@@ -229,7 +229,7 @@ def test_hugepages_sized_from_model(tmp_path):
         models_dir=str(tmp_path),
         services={**Config().services, "llama-cpu": svc},
     )
-    plan = make_plan(facts, config, "cpu")
+    plan = make_plan(with_model_files(facts, config), config, "cpu")
     (mem,) = plan.hugepages.models
     need = (mem.weights_bytes + mem.kv_cache_bytes + mem.compute_bytes) * 1.10
     assert plan.hugepages.pages == -(-int(need) // (2 * 2**20)) + HUGEPAGE_SLACK_PAGES

@@ -191,7 +191,7 @@ def test_cpu_image_refused_on_a_cpu_without_avx512():
 def test_deploy_preflight_refuses_before_starting_anything(tmp_path):
     facts = zen3_facts()
     config = Config(models_dir=str(tmp_path))
-    plan = make_plan(facts, config, "cpu", headers={})
+    plan = make_plan(facts, config, "cpu")
     with pytest.raises(LlmhostError) as exc:
         preflight(plan, config, facts, allow_no_hugepages=True)
     message = str(exc.value)

@@ -29,7 +29,7 @@ from llmhost.plan.config import Config, HugepagesConfig, ServiceConfig
 from llmhost.plan.planner import make_plan
 from llmhost.verify.doctor import live_checks as lc
 from llmhost.verify.doctor.result import Context, Finding
-from tests.support import FIXTURES, ZEN4_SNAPSHOT
+from tests.support import FIXTURES, ZEN4_SNAPSHOT, with_models
 
 PROC = FIXTURES / "proc"
 HOST = gather(SnapshotSource(ZEN4_SNAPSHOT))  # the CI host: AMD EPYC, CPUs 0-1
@@ -71,7 +71,7 @@ def context(case: str, hugepages: HugepagesConfig | None = None) -> Context:
         },
         hugepages=hugepages or HugepagesConfig(),
     )
-    plan = make_plan(facts, config, "cpu", headers={"llama-cpu": header})
+    plan = make_plan(with_models(facts, config, {"llama-cpu": header}), config, "cpu")
     return Context(facts, config, "cpu", plan, None, None, live=False)
 
 

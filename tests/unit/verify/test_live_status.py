@@ -77,7 +77,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def services():
-    plan = make_plan(gather(SnapshotSource(H100_SNAPSHOT)), Config(), "all", headers={})
+    plan = make_plan(gather(SnapshotSource(H100_SNAPSHOT)), Config(), "all")
     return {s.name: s for s in plan.services}
 
 

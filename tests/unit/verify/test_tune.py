@@ -41,7 +41,7 @@ HUGETLB = Config(inference_cores=4, hugepages=HugepagesConfig(gib=1.0))
 
 
 def _plan(facts=EMR, config=HUGETLB):
-    return make_plan(facts, config, "cpu", headers={})
+    return make_plan(facts, config, "cpu")
 
 
 def test_setups_are_the_plans_knobs_changed_one_at_a_time():
