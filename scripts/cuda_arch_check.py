@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from llmhost.verdict import Status
 from llmhost.verify.image_checks import (
     CuobjdumpError,
-    Level,
     machine_code_check,
     parse_cuobjdump,
 )
 
-EXIT = {Level.OK: 0, Level.WARN: 1, Level.FAIL: 2}
+EXIT = {Status.OK: 0, Status.WARN: 1, Status.FAIL: 2}
 
 
 def cuobjdump(tool: str, mode: str, library: str) -> str:

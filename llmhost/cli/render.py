@@ -10,11 +10,11 @@ import click
 
 from llmhost.cli.layout import PIPE_WIDTH, condense, fix_lines, wrap
 from llmhost.facts import to_jsonable
+from llmhost.verdict import Status
 
 if TYPE_CHECKING:  # `plan` renders without importing doctor's checks (a fifth of its run)
     from llmhost.plan.planner import Plan
     from llmhost.verify.doctor import Report
-    from llmhost.verify.doctor.result import Status
 
 # Keyed by Status values (a StrEnum: Status.OK == "ok" and hashes alike).
 MARKS = {"ok": "✓", "warn": "!", "fail": "✗", "skip": "-"}

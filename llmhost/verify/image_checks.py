@@ -16,7 +16,6 @@ import re
 import tarfile
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 from llmhost.errors import LlmhostError
@@ -24,20 +23,15 @@ from llmhost.facts import HostFacts, our_labels
 from llmhost.facts.isa import REQUIRES as ISA_REQUIRES
 from llmhost.plan.planner import IMAGES, Plan
 from llmhost.progress import Progress
+from llmhost.verdict import Status
 
 FIX_REBUILD_CPU = "llmhost build --profile cpu"
 FIX_REBUILD_GPU = "llmhost build --profile gpu"
 
 
-class Level(str, Enum):  # noqa: UP042 -- not StrEnum: cuda_arch_check.py runs on Python 3.10
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-
-
 @dataclass(frozen=True)
 class Check:
-    level: Level
+    level: Status
     detail: str
     fix: str | None = None
 
@@ -115,23 +109,23 @@ def machine_code_check(
     jit = [a for a in ptx if ptx_jits_on(a, cc)]
     found = f"machine code {_names(sass) or 'none'}, PTX {_names(ptx) or 'none'}"
     if exact:
-        return Check(Level.OK, f"{what} has {want} machine code ({_names(exact)})")
+        return Check(Status.OK, f"{what} has {want} machine code ({_names(exact)})")
     if compatible:
         return Check(
-            Level.WARN,
+            Status.WARN,
             f"{what} has no {want} machine code; the GPU runs the compatible "
             f"{_names(compatible)} code, not tuned for it ({found})",
             FIX_REBUILD_GPU,
         )
     if jit:
         return Check(
-            Level.WARN,
+            Status.WARN,
             f"{what} has no {want} machine code, only PTX {_names(jit)}: the driver JIT-compiles "
             f"every kernel at first start (minutes; cached per container) ({found})",
             FIX_REBUILD_GPU,
         )
     return Check(
-        Level.FAIL,
+        Status.FAIL,
         f"{what} has neither {want} machine code nor PTX it can JIT ({found}): kernels fail with "
         "'no kernel image is available for execution on the device'",
         FIX_REBUILD_GPU,
@@ -177,14 +171,14 @@ def cuda_driver_check(image_cuda: str, driver_cuda: str, image: str = "the image
     want = f"{need[0]}.{need[1]}"
     if need > have:
         return Check(
-            Level.FAIL,
+            Status.FAIL,
             f"{image} is built on CUDA {image_cuda} and the driver supports CUDA {driver_cuda}: "
             f"the container will not start (nvidia-container-cli: requirement error: "
             f"unsatisfied condition: cuda>={want})",
             f"install an NVIDIA driver with CUDA {want} support, or rebuild: {FIX_REBUILD_GPU} "
             "(it picks the newest CUDA the driver runs)",
         )
-    return Check(Level.OK, f"{image}: CUDA {image_cuda} on a CUDA {driver_cuda} driver")
+    return Check(Status.OK, f"{image}: CUDA {image_cuda} on a CUDA {driver_cuda} driver")
 
 
 # ---------------------------------------------------------------- CUDA forward compatibility
@@ -217,16 +211,16 @@ def forward_compat_check(
     NVIDIA Container Toolkit >= 1.17.5 enables it only when it is newer than the host driver; an
     image that puts it on LD_LIBRARY_PATH loads it whatever the host has."""
     if not compat or compat == "none":
-        return Check(Level.OK, f"{image} carries no CUDA forward-compat libraries")
+        return Check(Status.OK, f"{image} carries no CUDA forward-compat libraries")
     if not host_driver:
-        return Check(Level.OK, f"{image} carries forward-compat libcuda {compat} (no driver here)")
+        return Check(Status.OK, f"{image} carries forward-compat libcuda {compat} (no driver here)")
     names = list(gpu_names)
     consumer = [n for n in names if _NOT_DATACENTER.search(n)]
     newer = _driver_tuple(compat) > _driver_tuple(host_driver)
     older = _driver_tuple(compat) < _driver_tuple(host_driver)
     if older and on_library_path:
         return Check(
-            Level.FAIL,
+            Status.FAIL,
             f"{image} puts its CUDA forward-compat libcuda {compat} on LD_LIBRARY_PATH, ahead of "
             f"the newer host driver {host_driver}: CUDA runs against the older library and fails "
             "with 'system has unsupported display driver / cuda driver combination' (error 803)",
@@ -235,13 +229,13 @@ def forward_compat_check(
         )
     if older or not newer:
         return Check(
-            Level.OK,
+            Status.OK,
             f"{image}'s forward-compat libcuda {compat} is not newer than the "
             f"host driver {host_driver}: unused",
         )
     if consumer:
         return Check(
-            Level.FAIL,
+            Status.FAIL,
             f"{image}'s forward-compat libcuda {compat} is newer than the host driver "
             f"{host_driver} and would override it, but forward compatibility works on data-center "
             f"GPUs only: on {consumer[0]} CUDA fails with error 804 (forward compatibility was "
@@ -249,7 +243,7 @@ def forward_compat_check(
             f"upgrade the host driver to {compat} or newer, or rebuild: {FIX_REBUILD_GPU}",
         )
     return Check(
-        Level.WARN,
+        Status.WARN,
         f"{image}'s forward-compat libcuda {compat} overrides the older host driver {host_driver} "
         "(forward compatibility, supported on this data-center GPU): the kernel module stays "
         f"{host_driver}",
@@ -306,11 +300,11 @@ def cpu_image_check(
     """Every instruction set compiled into the CPU image must be on this CPU (`cpu` names it)."""
     switches = cmake_defines(labels.get(our_labels.CMAKE, ""))
     if switches.get("GGML_BACKEND_DL") == "ON" and switches.get("GGML_CPU_ALL_VARIANTS") == "ON":
-        return Check(Level.OK, f"{image} carries every x86 variant and picks one at start")
+        return Check(Status.OK, f"{image} carries every x86 variant and picks one at start")
     if switches.get("GGML_NATIVE") == "ON":
         built_for = labels.get(our_labels.BUILT_FOR, "another host")
         return Check(
-            Level.WARN,
+            Status.WARN,
             f"{image} was built with -march=native on {built_for}: what it "
             "needs of the CPU is not recorded",
             FIX_REBUILD_CPU,
@@ -319,13 +313,13 @@ def cpu_image_check(
     missing = missing_isa(isa, host_flags)
     if missing:
         return Check(
-            Level.FAIL,
+            Status.FAIL,
             f"{image} was compiled for {', '.join(missing)}, which the CPU here ({cpu}) lacks: "
             "llama-server would die with SIGILL (illegal instruction) and restart in a loop",
             FIX_REBUILD_CPU,
         )
     return Check(
-        Level.OK, f"{image} uses {', '.join(isa) or 'no SIMD extensions'}: all present on this CPU"
+        Status.OK, f"{image} uses {', '.join(isa) or 'no SIMD extensions'}: all present on this CPU"
     )
 
 
@@ -338,7 +332,7 @@ def refuse_mismatched_cpu_image(plan: Plan, facts: HostFacts) -> None:
     if image is None:
         return
     verdict = cpu_image_check(image.labels, facts.cpu.flags, facts.cpu.model_name, tag)
-    if verdict.level is Level.FAIL:
+    if verdict.level is Status.FAIL:
         raise LlmhostError(f"{verdict.detail}: rebuild it here with `{FIX_REBUILD_CPU}`")
 
 
@@ -483,7 +477,7 @@ def verify_built_image(
         verdict = cpu_image_check(
             labels, flags_of(plan.build.cpu_isa), plan.build.reason.split(":")[0], image
         )
-        if verdict.level is Level.FAIL:
+        if verdict.level is Status.FAIL:
             raise LlmhostError(verdict.detail)
         progress(f"checked {image}: {verdict.detail}")
         return {}

@@ -16,8 +16,9 @@ from llmhost.cli import layout
 from llmhost.cli import plan as plan_command
 from llmhost.cli.main import COMMANDS, cli
 from llmhost.cli.render import render_doctor
+from llmhost.verdict import Status
 from llmhost.verify.doctor import Report
-from llmhost.verify.doctor.result import Result, Status
+from llmhost.verify.doctor.result import Result
 from tests.support import H100_SNAPSHOT, REPO, ZEN4_SNAPSHOT
 
 ROOT = REPO

@@ -9,8 +9,9 @@ from llmhost.facts import HostFacts
 from llmhost.plan.config import Config
 from llmhost.plan.evidence import Evidence, host_evidence
 from llmhost.plan.planner import Plan, make_plan
+from llmhost.verdict import Status
 from llmhost.verify.doctor.registry import CHECKS
-from llmhost.verify.doctor.result import Context, Result, Status
+from llmhost.verify.doctor.result import Context, Result
 
 
 @dataclass(frozen=True)

@@ -5,18 +5,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
 from llmhost.facts import HostFacts
 from llmhost.plan.config import Config
 from llmhost.plan.planner import Plan
-
-
-class Status(StrEnum):
-    OK = "ok"
-    WARN = "warn"
-    FAIL = "fail"
-    SKIP = "skip"
+from llmhost.verdict import Status
 
 
 @dataclass(frozen=True)

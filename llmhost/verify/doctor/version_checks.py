@@ -9,20 +9,11 @@ from __future__ import annotations
 from llmhost.facts import our_labels
 from llmhost.facts.containers import ImageInfo
 from llmhost.plan.planner import IMAGES
-from llmhost.verify.doctor.result import (
-    Context,
-    Finding,
-    Status,
-    fail,
-    needs_engine,
-    ok,
-    skip,
-    warn,
-)
+from llmhost.verdict import Status
+from llmhost.verify.doctor.result import Context, Finding, fail, needs_engine, ok, skip, warn
 from llmhost.verify.floors import State, Verdict, check, engine_scopes, scopes_of
 from llmhost.verify.image_checks import (
     Check,
-    Level,
     cpu_image_check,
     cuda_driver_check,
     forward_compat_check,
@@ -30,7 +21,6 @@ from llmhost.verify.image_checks import (
     parse_torch_arch_list,
 )
 
-_STATUS = {Level.OK: Status.OK, Level.WARN: Status.WARN, Level.FAIL: Status.FAIL}
 _RANK = {Status.SKIP: 0, Status.OK: 1, Status.WARN: 2, Status.FAIL: 3}
 
 
@@ -177,7 +167,7 @@ def cpu_image_isa(ctx: Context) -> Finding:
 
 
 def _from_check(result: Check) -> Finding:
-    return Finding(_STATUS[result.level], result.detail, result.fix)
+    return Finding(result.level, result.detail, result.fix)
 
 
 def gpu_images(ctx: Context) -> Finding:

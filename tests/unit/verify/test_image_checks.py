@@ -20,9 +20,9 @@ from llmhost.facts import gather
 from llmhost.facts.sources import SnapshotSource
 from llmhost.plan.config import Config
 from llmhost.plan.planner import make_plan
+from llmhost.verdict import Status
 from llmhost.verify.image_checks import (
     CuobjdumpError,
-    Level,
     cpu_image_check,
     cuda_driver_check,
     forward_compat_check,
@@ -70,14 +70,14 @@ def test_cuobjdump_errors_and_other_spellings():
 @pytest.mark.parametrize(
     ("build", "cc", "level", "text"),
     [
-        ("h100", (9, 0), Level.OK, "has sm_90 machine code"),
-        ("ptx", (9, 0), Level.WARN, "only PTX sm_90: the driver JIT-compiles"),
-        ("5090", (12, 0), Level.OK, "has sm_120 machine code (sm_120a)"),
-        ("5090", (9, 0), Level.FAIL, "no kernel image is available"),
-        ("h100", (12, 0), Level.WARN, "only PTX sm_90"),  # PTX 9.0 JITs on newer GPUs
-        ("multi", (8, 9), Level.OK, "sm_89"),
-        ("multi", (8, 6), Level.FAIL, "neither sm_86"),  # sm_89 code does not run on 8.6
-        ("multi", (12, 1), Level.FAIL, ""),  # 120a is for 12.0 exactly
+        ("h100", (9, 0), Status.OK, "has sm_90 machine code"),
+        ("ptx", (9, 0), Status.WARN, "only PTX sm_90: the driver JIT-compiles"),
+        ("5090", (12, 0), Status.OK, "has sm_120 machine code (sm_120a)"),
+        ("5090", (9, 0), Status.FAIL, "no kernel image is available"),
+        ("h100", (12, 0), Status.WARN, "only PTX sm_90"),  # PTX 9.0 JITs on newer GPUs
+        ("multi", (8, 9), Status.OK, "sm_89"),
+        ("multi", (8, 6), Status.FAIL, "neither sm_86"),  # sm_89 code does not run on 8.6
+        ("multi", (12, 1), Status.FAIL, ""),  # 120a is for 12.0 exactly
     ],
 )
 def test_machine_code_verdicts(build, cc, level, text):
@@ -90,16 +90,16 @@ def test_machine_code_verdicts(build, cc, level, text):
 
 def test_compatible_machine_code_is_a_warning():
     result = machine_code_check(("80",), (), (8, 6))
-    assert result.level is Level.WARN and "compatible sm_80" in result.detail
+    assert result.level is Status.WARN and "compatible sm_80" in result.detail
 
 
 def test_torch_arch_list():
     text = "['sm_75', 'sm_80', 'sm_86', 'sm_89', 'sm_90', 'sm_100', 'sm_120', 'compute_120']\n"
     sass, ptx = parse_torch_arch_list(text)
     assert sass == ("75", "80", "86", "89", "90", "100", "120") and ptx == ("120",)
-    assert machine_code_check(sass, ptx, (9, 0), "torch").level is Level.OK
+    assert machine_code_check(sass, ptx, (9, 0), "torch").level is Status.OK
     old = parse_torch_arch_list("['sm_70', 'sm_75', 'sm_80', 'sm_86', 'compute_86']")
-    assert machine_code_check(*old, (12, 0)).level is Level.WARN  # PTX JIT only
+    assert machine_code_check(*old, (12, 0)).level is Status.WARN  # PTX JIT only
 
 
 def test_cuda_image_against_driver():
@@ -112,10 +112,10 @@ def test_cuda_image_against_driver():
     assert required_cuda(["CUDA_VERSION=12.8.1"]) == "12.8"
     assert required_cuda(["PATH=/bin"]) is None
     bad = cuda_driver_check("13.0.1", "12.8", "llmhost/llama-cuda:latest")
-    assert bad.level is Level.FAIL
+    assert bad.level is Status.FAIL
     assert "unsatisfied condition: cuda>=13.0" in bad.detail
-    assert cuda_driver_check("12.8.1", "13.0").level is Level.OK
-    assert cuda_driver_check("12.9.1", "12.8").level is Level.FAIL  # minor too new as well
+    assert cuda_driver_check("12.8.1", "13.0").level is Status.OK
+    assert cuda_driver_check("12.9.1", "12.8").level is Status.FAIL  # minor too new as well
 
 
 def test_forward_compat_listing():
@@ -127,11 +127,11 @@ def test_forward_compat_listing():
 @pytest.mark.parametrize(
     ("compat", "host", "gpu", "on_path", "level", "text"),
     [
-        (None, "580.95.05", "NVIDIA H100 80GB HBM3", False, Level.OK, "no CUDA forward-compat"),
-        ("575.57.08", "580.95.05", "NVIDIA H100 80GB HBM3", False, Level.OK, "unused"),
-        ("575.57.08", "580.95.05", "NVIDIA GeForce RTX 5090", True, Level.FAIL, "LD_LIBRARY_PATH"),
-        ("580.82.07", "570.172.08", "NVIDIA H100 80GB HBM3", False, Level.WARN, "overrides"),
-        ("580.82.07", "570.172.08", "NVIDIA GeForce RTX 5090", False, Level.FAIL, "error 804"),
+        (None, "580.95.05", "NVIDIA H100 80GB HBM3", False, Status.OK, "no CUDA forward-compat"),
+        ("575.57.08", "580.95.05", "NVIDIA H100 80GB HBM3", False, Status.OK, "unused"),
+        ("575.57.08", "580.95.05", "NVIDIA GeForce RTX 5090", True, Status.FAIL, "LD_LIBRARY_PATH"),
+        ("580.82.07", "570.172.08", "NVIDIA H100 80GB HBM3", False, Status.WARN, "overrides"),
+        ("580.82.07", "570.172.08", "NVIDIA GeForce RTX 5090", False, Status.FAIL, "error 804"),
     ],
 )
 def test_forward_compat(compat, host, gpu, on_path, level, text):
@@ -179,13 +179,13 @@ def test_cpu_image_refused_on_a_cpu_without_avx512():
     facts = zen3_facts()
     image = next(i for i in facts.containers.images if "llmhost/llama-cpu:latest" in i.tags)
     result = cpu_image_check(image.labels, facts.cpu.flags, facts.cpu.model_name)
-    assert result.level is Level.FAIL
+    assert result.level is Status.FAIL
     assert "avx512, avx512_vbmi, avx512_vnni, avx512_bf16" in result.detail
     assert "AMD Ryzen 9 5900XT" in result.detail and "SIGILL" in result.detail
     native = {"io.llmhost.llama.cmake_flags": "-DGGML_NATIVE=ON"}
-    assert cpu_image_check(native, facts.cpu.flags, "x").level is Level.WARN
+    assert cpu_image_check(native, facts.cpu.flags, "x").level is Status.WARN
     variants = {"io.llmhost.llama.cmake_flags": "-DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON"}
-    assert cpu_image_check(variants, facts.cpu.flags, "x").level is Level.OK
+    assert cpu_image_check(variants, facts.cpu.flags, "x").level is Status.OK
 
 
 def test_deploy_preflight_refuses_before_starting_anything(tmp_path):
