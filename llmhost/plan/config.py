@@ -47,6 +47,7 @@ class ServiceConfig:
     api_servers: int | None = None  # vLLM front-end processes: else sized from its CPUs
     gpus: tuple[int, ...] | None = None  # GPU indices: else the GPU memory plan's placement
     memory_limit_gib: float | None = None  # the container's host RAM cap: else from the model
+    mlock: bool | None = None  # llama-cpu: weights locked in RAM (else: where measured faster)
     targets: dict[str, float] = field(default_factory=dict)  # over the serving mode's gates
 
 
@@ -247,9 +248,10 @@ def _names(cls: type) -> set[str]:
 ENGINE_ONLY = {
     "kv_tokens": LLAMA_CPP, "cache_type": LLAMA_CPP, "gpu_layers": LLAMA_CPP,
     "flash_attn": LLAMA_CPP, "kv_cache_dtype": VLLM, "gpu_memory_utilization": VLLM,
-    "tensor_parallel_size": VLLM, "api_servers": VLLM,
+    "tensor_parallel_size": VLLM, "api_servers": VLLM, "mlock": LLAMA_CPP,
 }  # fmt: skip
 GPU_ONLY = ("gpu_layers", "cuda_graphs", "gpu_memory_utilization", "tensor_parallel_size", "gpus")
+CPU_ONLY = ("mlock",)  # weights in host RAM
 
 
 def _check_applies(key: str, name: str, data: dict[str, Any]) -> None:
@@ -262,6 +264,8 @@ def _check_applies(key: str, name: str, data: dict[str, Any]) -> None:
             raise _fail(f"{key}.{item}", f"is a {engine} setting; {name} runs {spec.engine}")
         if item in GPU_ONLY and spec.device != "gpu":
             raise _fail(f"{key}.{item}", f"is a GPU setting; {name} runs on the CPU")
+        if item in CPU_ONLY and spec.device != "cpu":
+            raise _fail(f"{key}.{item}", f"is a CPU setting; {name} keeps its weights on the GPU")
 
 
 def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig:
@@ -290,6 +294,7 @@ def _service(key: str, raw: Any, default: ServiceConfig | None) -> ServiceConfig
         "kv_tokens": lambda k, v: _check_int(k, v, 128, 1 << 24),
         "flash_attn": _check_bool,
         "cuda_graphs": _check_bool,
+        "mlock": _check_bool,
         "gpu_memory_utilization": lambda k, v: _check_float(k, v, 0.05, 0.98),
         "tensor_parallel_size": lambda k, v: _check_choice(k, v, (1, 2, 4, 8)),
         "api_servers": lambda k, v: _check_int(k, v, 1, 32),

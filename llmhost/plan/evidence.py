@@ -47,6 +47,7 @@ MEASURE_GPU_KNOBS = f"run the GPU-knob benchmark {_STEPS}"
 REBUILD_EVIDENCE = f"rebuild the packaged evidence {_STEPS}"
 HUGEPAGES_OFF = "hugepages.enabled: false in llmhost.yaml"
 FLASH_ATTN_OFF = "services.llama-cpu.flash_attn: false in llmhost.yaml"
+MLOCK_OFF = "services.llama-cpu.mlock: false in llmhost.yaml"
 
 
 class Verdict(StrEnum):
@@ -360,7 +361,7 @@ KNOBS: dict[str, Knob] = {
     ),
     # glibc.malloc.hugetlb=1 (THP for the heap): measured, never planned.
     "cpu.thp_weights": Knob(_never, None, tune("cpu.thp_weights"), tuned=True),
-    "cpu.mlock": Knob(_memlock, None, tune("cpu.mlock"), tuned=True),
+    "cpu.mlock": Knob(_memlock, MLOCK_OFF, tune("cpu.mlock"), tuned=True),
     "cpu.flash_attn": Knob(_flash_attn, FLASH_ATTN_OFF, tune("cpu.flash_attn"), tuned=True),
     # one llama.cpp thread per physical core is the plan; a thread per sibling is measured only.
     "cpu.smt_threads": Knob(_never, None, tune("cpu.smt_threads"), tuned=True),

@@ -379,6 +379,7 @@ def cpu_cmake_flags(
 
 
 AMX_KNOB = "cpu_build.amx"
+MLOCK_KNOB = "cpu.mlock"
 # Peak memory of one compile job: g++ on llama.cpp's largest units, nvcc on its template-heavy
 # CUDA kernels (several GiB each; 32 at once exhaust a 64 GiB workstation).
 CXX_JOB_MIB, NVCC_JOB_MIB = 1024, 4096
@@ -413,6 +414,25 @@ def isa_left_out(facts: HostFacts, evidence: Evidence) -> dict[str, str]:
                 f"{facts.cpu.microarchitecture} ({AMX_KNOB} {verdict}: {basis})"
             )
     return out
+
+
+def plan_mlock(config: Config, facts: HostFacts, evidence: Evidence) -> tuple[bool, str | None]:
+    """Whether llama-cpu locks its weights in RAM: as llmhost.yaml says, else where `llmhost
+    tune` (or the shipped evidence) measured it faster on this kind of host; and why, when on."""
+    asked = config.services["llama-cpu"].mlock
+    if asked is not None:
+        return (
+            asked,
+            "llama-cpu weights locked in RAM (services.llama-cpu.mlock)" if asked else None,
+        )
+    verdict, _ = verdict_here(evidence, MLOCK_KNOB, facts)
+    if verdict is not Verdict.POSITIVE:
+        return False, None
+    return True, (
+        f"llama-cpu weights locked in RAM (--load-mode mlock): {MLOCK_KNOB} measured faster on "
+        f"{facts.cpu.microarchitecture} (`llmhost doctor` shows the measurements); "
+        "services.llama-cpu.mlock: false turns it off"
+    )
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -616,6 +636,7 @@ def _knobs(
     use_pages: bool,
     memory: GpuMemoryPlan | None,
     cors_origin: str,
+    mlock: bool = False,
 ) -> Knobs:
     preset = SERVING[(spec.engine, spec.device, serving_of(spec, svc))]
     model = f"/models/{svc.model}" if svc.model else None
@@ -653,6 +674,7 @@ def _knobs(
         cpu_mask=() if on_gpu else cores.compute_cpus,
         load_mode_none=use_pages,
         hugetlb_malloc=use_pages,
+        mlock=mlock and not on_gpu,
         prompt_cache_mib=preset.prompt_cache_mib,
         cors_origin=cors_origin,
     )
@@ -667,9 +689,10 @@ def plan_services(
     memory: GpuMemoryPlan | None,
     excluded: set[str] | None = None,
     models: Models | None = None,
+    mlock: bool = False,
 ) -> tuple[tuple[ServicePlan, ...], str]:
     """One ServicePlan per registry entry the profile deploys (less `excluded`), knobs rendered
-    to arguments, memory limits from `models`."""
+    to arguments, memory limits from `models`; `mlock`: the CPU service locks its weights."""
     specs = [
         s
         for s in REGISTRY.values()
@@ -683,7 +706,9 @@ def plan_services(
         cpus = engine_cpus[spec.name] if on_gpu else cores.inference_cpus
         threads = min(4, len(cpus)) if on_gpu else len(cores.compute_cpus)
         use_pages = not on_gpu and hugepages.pages > 0
-        knobs = _knobs(spec, svc, cores, cpus, threads, use_pages, memory, config.cors_origin)
+        knobs = _knobs(
+            spec, svc, cores, cpus, threads, use_pages, memory, config.cors_origin, mlock
+        )
         model = (models or {}).get(spec.name)
         concurrency, targets = TARGETS[(spec.engine, spec.device, serving_of(spec, svc))]
         place = memory.placements.get(spec.name) if memory else None
@@ -712,6 +737,7 @@ def plan_services(
                 shm_size=spec.shm_size,
                 read_only_root=spec.read_only_root,
                 memory_limit_mib=memory_limit_mib(spec, svc, model, knobs),
+                memlock=knobs.memlock,
             )
         )
     return tuple(services), cpu_reason
@@ -851,8 +877,11 @@ def make_plan(
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")
+    mlock, mlock_why = plan_mlock(config, facts, evidence or load_evidence())
+    if mlock_why:
+        notes.append(mlock_why)
     services, cpu_reason = plan_services(
-        config, cores, hugepages, profile, facts.cpu, memory, excluded, models
+        config, cores, hugepages, profile, facts.cpu, memory, excluded, models, mlock
     )
     if cpu_reason:
         notes.append(cpu_reason)

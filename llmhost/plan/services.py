@@ -219,6 +219,7 @@ class LlamaKnobs:
     cpu_mask: tuple[int, ...] = ()  # pinned compute CPUs (with --cpu-strict)
     load_mode_none: bool = False  # read weights into (hugepage-backed) buffers, no mmap
     hugetlb_malloc: bool = False  # glibc serves malloc from the 2 MiB pool
+    mlock: bool = False  # read weights into buffers and lock them in RAM (needs a memlock limit)
     prompt_cache_mib: int | None = None  # --cache-ram: host memory for saved prompts (0: off)
     cors_origin: str = CORS_LOCALHOST
 
@@ -239,10 +240,16 @@ class LlamaKnobs:
             args += ["--n-gpu-layers", str(self.gpu_layers)]
         if self.cpu_mask:
             args += ["--cpu-mask", cpumask_hex(self.cpu_mask), "--cpu-strict", "1"]
-        if self.load_mode_none:
-            # llama.cpp >= b10114 (PR 20834): --load-mode replaced --no-mmap.
-            args += ["--load-mode", "none"]
+        if self.load_mode:
+            # llama.cpp >= b10114 (PR 20834): --load-mode replaced --no-mmap and --mlock.
+            args += ["--load-mode", self.load_mode]
         return tuple(args)
+
+    @property
+    def load_mode(self) -> str | None:
+        """llama.cpp's --load-mode: mlock reads the weights into buffers too (hugetlb-backed
+        where glibc is told so), and locks them; None: llama.cpp's default (mmap)."""
+        return "mlock" if self.mlock else "none" if self.load_mode_none else None
 
     @property
     def host_work(self) -> str:
@@ -250,6 +257,11 @@ class LlamaKnobs:
         return f"threads {self.threads}"
 
     front_ends = 0  # one process serves HTTP and computes
+
+    @property
+    def memlock(self) -> bool:
+        """The container needs an unlimited memlock limit (compose `ulimits`)."""
+        return self.mlock
 
     def env(self) -> dict[str, str]:
         # CORS by environment: a llama-server older than --cors-origins (PR 25655, 2026-07)
@@ -280,6 +292,7 @@ class VllmKnobs:
     cuda_graphs: bool = True  # off: --enforce-eager
     api_servers: int = 1  # HTTP front-end processes in front of the one engine
     cors_origin: str = CORS_LOCALHOST
+    memlock = False  # vLLM locks no memory: the default memlock limit serves
 
     @property
     def allowed_origins(self) -> str:

@@ -2,8 +2,8 @@
 the comparisons that judge one knob as a pair of setups differing by that knob alone.
 
 A setup changes the plan's llama-cpu knobs (`LlamaKnobs` fields) and may add what llama-server's
-knobs do not say (a load mode, an environment); `bench_args` turns it into llama-bench's
-arguments, so what is measured is what the plan serves with.
+knobs do not say (an environment); `bench_args` turns it into llama-bench's arguments, so what
+is measured is what the plan serves with.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 POOL = "pool"  # a setup that needs free 2 MiB pages of the model's size
 SMT = "smt"  # a setup that needs SMT siblings on the inference cores
-MLOCK = "mlock"  # llama-bench's load mode that locks the weights in RAM
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,6 @@ class Setup:
 
     name: str
     change: Mapping[str, object] = field(default_factory=dict)  # LlamaKnobs fields replaced
-    load_mode: str | None = None  # llama-bench -lm where the knobs' own is not it (mlock)
     env: Mapping[str, str] = field(default_factory=dict)  # beyond the knobs' environment
     needs: str | None = None  # POOL or SMT: what the host must offer, else the setup is skipped
     siblings: bool = False  # a thread on every logical CPU of the inference cores
@@ -59,12 +57,15 @@ class Setup:
         args = ["-t", str(k.threads)]
         if k.cpu_mask:
             args += ["-C", cpumask_hex(k.cpu_mask), "--cpu-strict", "1"]
-        load_mode = self.load_mode or ("none" if k.load_mode_none else None)
-        if load_mode:
-            args += ["-lm", load_mode]
+        if k.load_mode:  # llama-bench takes llama-server's modes
+            args += ["-lm", k.load_mode]
         if k.flash_attn != "auto":
             args += ["-fa", k.flash_attn]
         return args
+
+    def locks(self, base: LlamaKnobs, cores: CorePlan) -> bool:
+        """It locks the weights in RAM: a container run needs the memlock limit lifted."""
+        return self.knobs(base, cores).mlock
 
     def bench_env(self, base: LlamaKnobs, cores: CorePlan) -> dict[str, str]:
         knobs_env = self.knobs(base, cores).env()
@@ -78,14 +79,15 @@ def _frozen(**items: object) -> Mapping[str, object]:
 
 # The baseline knobs (`base`) are the plan's llama-cpu knobs pinned to the planned compute CPUs,
 # weights mmapped, flash attention at llama.cpp's default; each setup changes that.
-MMAP = _frozen(load_mode_none=False, hugetlb_malloc=False)
+MMAP = _frozen(load_mode_none=False, hugetlb_malloc=False, mlock=False)
 SETUPS: tuple[Setup, ...] = (
     Setup("unpinned", _frozen(**MMAP, cpu_mask=())),
     Setup("pinned", MMAP),
-    Setup("pinned_hugetlb", _frozen(load_mode_none=True, hugetlb_malloc=True), needs=POOL),
-    Setup("pinned_thp", _frozen(load_mode_none=True, hugetlb_malloc=False),
+    Setup("pinned_hugetlb", _frozen(load_mode_none=True, hugetlb_malloc=True, mlock=False),
+          needs=POOL),
+    Setup("pinned_thp", _frozen(load_mode_none=True, hugetlb_malloc=False, mlock=False),
           env=MappingProxyType({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})),
-    Setup("pinned_mlock", MMAP, load_mode=MLOCK),
+    Setup("pinned_mlock", _frozen(load_mode_none=False, hugetlb_malloc=False, mlock=True)),
     Setup("pinned_fa_off", _frozen(**MMAP, flash_attn="off")),
     Setup("pinned_smt", MMAP, needs=SMT, siblings=True),
 )  # fmt: skip

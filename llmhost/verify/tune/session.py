@@ -21,7 +21,6 @@ from llmhost.plan.services import LlamaKnobs
 from llmhost.progress import Progress
 from llmhost.verify.tune.judge import compare
 from llmhost.verify.tune.knobs import (
-    MLOCK,
     POOL,
     SETUP,
     SMT,
@@ -183,13 +182,13 @@ def _measure(
             args = [*sizes, *setup.bench_args(base, plan.cores)]
             env = setup.bench_env(base, plan.cores)
             runner = partial(benches.get(setup.name, bench), request.model, args, env,
-                             setup.load_mode == MLOCK)  # fmt: skip
+                             setup.locks(base, plan.cores))  # fmt: skip
             try:
                 run, before, lowest = lowest_free_pages(runner, HUGEPAGE_KB, source)
             except SetupRefused as exc:
                 why[setup.name] = str(exc)
                 continue
-            trouble = _not_as_asked(setup, run, lowest, before)
+            trouble = _not_as_asked(setup, setup.locks(base, plan.cores), run, lowest, before)
             if trouble:
                 why[setup.name] = trouble
                 runs.pop(setup.name, None)
@@ -205,10 +204,12 @@ def _measure(
     return runs, workload
 
 
-def _not_as_asked(setup: Setup, run: BenchRun, lowest_free: int, free_before: int) -> str | None:
+def _not_as_asked(
+    setup: Setup, locks: bool, run: BenchRun, lowest_free: int, free_before: int
+) -> str | None:
     """Why a run did not measure what its setup asks for, or None."""
     if setup.needs == POOL and lowest_free >= free_before:
         return "took no pages from the 2 MiB pool (glibc older than 2.35?)"
-    if setup.load_mode == MLOCK and "failed to mlock" in run.log:
+    if locks and "failed to mlock" in run.log:
         return "could not lock the weights: raise the memlock limit (ulimit -l unlimited)"
     return None

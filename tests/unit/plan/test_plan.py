@@ -308,3 +308,48 @@ def test_default_inference_cores(tmp_path, physical, inference):
 
     cpu = cpu_facts(tmp_path, ZEN5, cores=physical, threads_per_core=2)
     assert default_inference_cores(cpu) == inference
+
+
+def _mlock_plan(tmp_path, cpuinfo: str, mlock: bool | None = None):
+    facts = gather(LiveSource(str(write_host_tree(tmp_path, cpuinfo, cores=4))), containers=False)
+    llama = replace(Config().services["llama-cpu"], mlock=mlock)
+    config = Config(inference_cores=2, services={**Config().services, "llama-cpu": llama})
+    return make_plan(facts, config, "cpu"), config
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "mlock", "locked"),
+    [
+        (EMR, None, True),  # the shipped evidence: tg +31 % on Emerald Rapids (llmhost tune)
+        (EMR, False, False),
+        (GENOA, None, False),  # not measured on Zen 4: off until `llmhost tune` says otherwise
+        (GENOA, True, True),
+    ],
+)
+def test_mlock_follows_the_evidence_unless_configured(tmp_path, cpuinfo, mlock, locked):
+    from llmhost.actions.deploy import render_compose
+
+    plan, config = _mlock_plan(tmp_path, cpuinfo, mlock)
+    svc = plan.service("llama-cpu")
+    assert svc.memlock is locked
+    assert tuple(svc.args[-2:]) == ("--load-mode", "mlock") if locked else "mlock" not in svc.args
+    compose = render_compose(plan, config)
+    assert ("memlock: -1" in compose) is locked
+    noted = [n for n in plan.notes if n.startswith("llama-cpu weights locked in RAM")]
+    assert bool(noted) is locked
+    if locked and mlock is None:
+        assert "cpu.mlock measured faster on Emerald Rapids" in noted[0]
+        assert "services.llama-cpu.mlock: false turns it off" in noted[0]
+    (rec,) = [r for r in plan.recommendations if r.knob == "cpu.mlock"] or [None]
+    if rec is not None:
+        assert rec.applied is locked
+
+
+def test_mlock_with_the_hugepage_pool_reads_the_weights_into_locked_hugetlb_buffers(tmp_path):
+    """--load-mode mlock reads the weights (no mmap) into malloc'd buffers: glibc's hugetlb
+    tunable still puts them in the pool, and the lock keeps them there."""
+    plan, _ = _mlock_plan(tmp_path, EMR, True)
+    svc = plan.service("llama-cpu")
+    if plan.hugepages.pages:
+        assert "glibc.malloc.hugetlb=2" in svc.env["GLIBC_TUNABLES"]
+    assert svc.args.count("--load-mode") == 1
