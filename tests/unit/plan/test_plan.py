@@ -320,7 +320,7 @@ def _mlock_plan(tmp_path, cpuinfo: str, mlock: bool | None = None):
 @pytest.mark.parametrize(
     ("cpuinfo", "mlock", "locked"),
     [
-        (EMR, None, True),  # the shipped evidence: tg +31 % on Emerald Rapids (llmhost tune)
+        (EMR, None, False),  # measured faster there, but only configured mlock is planned
         (EMR, False, False),
         (GENOA, None, False),  # not measured on Zen 4: off until `llmhost tune` says otherwise
         (GENOA, True, True),
