@@ -60,6 +60,9 @@ from llmhost.verify.tune.knobs import OTHER_BUILDS, TUNED
     help=f"Another build's llama-bench to compare the plan's with, pinned alike; NAME one of "
     f"{', '.join(OTHER_BUILDS)}. Repeatable.",
 )
+@click.option(
+    "--builds-only", is_flag=True, help="Measure only the --compare-build builds, no knob."
+)
 @click.option("--no-save", is_flag=True, help="Measure and report; keep no local evidence.")
 @JSON_OPTION
 @QUIET_OPTION
@@ -76,6 +79,7 @@ def command(
     image: str | None,
     out_dir: Path | None,
     other_builds: tuple[str, ...],
+    builds_only: bool,
     no_save: bool,
     as_json: bool,
     quiet: bool,
@@ -96,6 +100,12 @@ def command(
     if llama_bench and image:
         raise LlmhostError("give --llama-bench or --image, not both", exit_code=2)
     builds = {name: NativeBench(path) for name, path in _other_builds(other_builds).items()}
+    if builds_only and (knobs or not builds):
+        raise LlmhostError(
+            "--builds-only measures the --compare-build builds alone: give at least one "
+            "--compare-build and no --knob",
+            exit_code=2,
+        )
     config = app.config()
     if model is None:
         name = config.services[SERVICE].model
@@ -106,7 +116,8 @@ def command(
                 exit_code=2,
             )
         model = Path(config.models_dir) / name
-    request = TuneRequest(model, knobs or tuple(TUNED), rounds, reps, prompt, gen)
+    chosen = () if builds_only else knobs or tuple(TUNED)
+    request = TuneRequest(model, chosen, rounds, reps, prompt, gen)
     out = out_dir or state_dir() / "tune"
     try:  # before minutes of measuring, not after
         out.mkdir(parents=True, exist_ok=True)

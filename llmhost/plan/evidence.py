@@ -369,6 +369,7 @@ KNOBS: dict[str, Knob] = {
     "gpu.cuda_graphs": Knob(_cuda_graphs, None, MEASURE_GPU_KNOBS),
     "cpu_build.plan_vs_avx2": Knob(_always, None, MEASURE_CPU_BUILDS),
     "cpu_build.plan_vs_official": Knob(_always, None, MEASURE_CPU_BUILDS),
+    "cpu_build.plan_vs_threadpool": Knob(_always, None, MEASURE_CPU_BUILDS),
     "cpu_build.amx": Knob(_always, None, MEASURE_CPU_BUILDS),
 }
 UNKNOWN_KNOB = Knob(lambda s: False, None, REBUILD_EVIDENCE)

@@ -125,6 +125,8 @@ OTHER_BUILDS = {
                  "plan's explicit ISA switches vs GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS"),
     "avx2": ("CPU build with the plan's ISA flags vs AVX2", "plan's explicit ISA switches vs "
              "AVX2-only build"),
+    "threadpool": ("CPU build with OpenMP (llama.cpp's default) vs ggml's own threadpool",
+                   "plan's build vs the same flags with GGML_OPENMP=OFF"),
 }  # fmt: skip
 
 

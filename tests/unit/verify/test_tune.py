@@ -151,3 +151,40 @@ def test_the_table_shows_each_test_with_its_spread_and_what_was_not_measured():
     rows = table(result)
     assert rows[1].split() == ["cpu.pinning", "tg16", "+25.0%", "[+23%..+27%]", "3/3", "positive"]
     assert rows[2] == f"{'cpu.mlock':<22} not measured: memlock limit"
+
+
+def test_builds_alone_run_the_plans_pinned_setup_in_each_build_interleaved(tmp_path):
+    """--builds-only: the plan's build and each other build, the same pinned arguments, rounds
+    rotating; one record per other build, named by it."""
+    from llmhost.verify.tune.measure import BenchRun
+    from llmhost.verify.tune.session import run_tune
+
+    calls: list[tuple[str, list[str]]] = []
+
+    def bench(name: str, speed: float):
+        def run(model, args, env, memlock):
+            calls.append((name, list(args)))
+            pp, tg = int(args[args.index("-p") + 1]), int(args[args.index("-n") + 1])
+            rows = [{"n_prompt": pp, "n_gen": 0, "samples_ts": [100.0 * speed]},
+                    {"n_prompt": 0, "n_gen": tg, "samples_ts": [10.0 * speed]}]  # fmt: skip
+            return BenchRun(rows, "")
+
+        return run
+
+    model = tmp_path / "m.gguf"
+    model.write_bytes(b"GGUF")
+    plan = _plan()
+    request = TuneRequest(model, (), rounds=3, reps=1, prompt=64, gen=16)
+    builds = {"official": bench("official", 1.0), "threadpool": bench("threadpool", 0.8)}
+    result = run_tune(request, plan, EMR, bench("plan", 1.0), lambda _: None, builds=builds)
+    assert set(result.setups) == {"pinned", "build_official", "build_threadpool"}
+    pinned = SETUP["pinned"].bench_args(base_knobs(plan), plan.cores)
+    assert {tuple(a[6:]) for _, a in calls} == {tuple(pinned)}  # after -p -n -r, alike
+    order = [name for name, _ in calls]
+    assert sorted(order) == sorted(["plan", "official", "threadpool"] * 3)
+    assert order[:3] != order[3:6]  # the order rotates
+    records = {r.knob: r for r in result.records}
+    assert set(records) == {"cpu_build.plan_vs_official", "cpu_build.plan_vs_threadpool"}
+    ratios = {m.test: m.ratio for m in records["cpu_build.plan_vs_threadpool"].metrics}
+    assert ratios == {"pp64": 1.25, "tg16": 1.25}
+    assert records["cpu_build.plan_vs_official"].verdict is Verdict.NIL
