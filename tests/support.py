@@ -12,6 +12,8 @@ SNAPSHOTS = FIXTURES / "snapshots"
 CPUINFO = FIXTURES / "cpuinfo"
 ZEN4_SNAPSHOT = SNAPSHOTS / "epyc-zen4-nogpu.tar.gz"
 H100_SNAPSHOT = SNAPSHOTS / "h100-emerald-rapids.tar.gz"
+# A CI machine kind: an AMX Xeon VM whose CPU model says Rocket Lake (family 6 model 0xa7).
+XEON_VM_SNAPSHOT = SNAPSHOTS / "xeon-amx-vm-model167.tar.gz"
 
 
 def _write(root: Path, path: str, text: str) -> None:

@@ -21,11 +21,9 @@ L() { python3 -m llmhost.cli.main --config "$W/llmhost.yaml" "$@"; }
 # GGML_CCACHE aside); the official recipe as llama.cpp's release CI builds its CPU packages.
 COMMON="-G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DCMAKE_EXPORT_COMPILE_COMMANDS=ON"
 OFFICIAL="-DGGML_NATIVE=OFF -DGGML_BACKEND_DL=ON -DGGML_CPU_ALL_VARIANTS=ON"
-# The official build's x86 variants to compile (ggml/src/CMakeLists.txt). At start it loads the
-# best one this CPU runs (BEST): on Sapphire/Emerald Rapids sapphirerapids, so by default only
-# that one is built (VARIANTS="x64 ... sapphirerapids" builds them all).
+# The official build compiles every x86 variant (llama-bench depends on them all) and loads the
+# best one this CPU runs: on Sapphire/Emerald Rapids sapphirerapids (BEST), compared by code.
 BEST=${BEST:-sapphirerapids}
-VARIANTS=${VARIANTS:-$BEST}
 MODELS=${MODELS:-1b:q8_0 1b:q4_0 7b:q8_0 7b:q4_0}  # preset:type, written as preset-type.gguf
 
 case "$PHASE" in
@@ -41,19 +39,18 @@ setup)
   python3 -c "import json,sys; print(' '.join(json.load(sys.stdin)['build']['llama_cpu_cmake_flags']))" \
     < "$OUT/plan-build.json" > "$W/plan-flags.txt"
   echo "plan flags: $(cat "$W/plan-flags.txt")"
-  targets=$(for v in $VARIANTS; do printf 'ggml-cpu-%s ' "$v"; done)
   cat > "$W/builds.sh" <<EOF
 set -e
 cd $W/llama.cpp
-build() {  # build NAME TARGETS FLAGS...
-  name=\$1 targets=\$2; shift 2
+build() {  # build NAME TARGET FLAGS...
+  name=\$1 target=\$2; shift 2
   start=\$(date +%s)
   cmake -S . -B $W/b-\$name $COMMON "\$@" > $W/b-\$name.log 2>&1
-  cmake --build $W/b-\$name -j \$(nproc) --target \$targets >> $W/b-\$name.log 2>&1
+  cmake --build $W/b-\$name -j \$(nproc) --target \$target >> $W/b-\$name.log 2>&1
   echo "\$name \$(( \$(date +%s) - start )) s" >> $W/builds.times
 }
 build plan llama-bench $(cat "$W/plan-flags.txt")
-build official "llama-bench $targets" $OFFICIAL
+build official llama-bench $OFFICIAL
 build threadpool llama-bench $(cat "$W/plan-flags.txt") -DGGML_OPENMP=OFF
 EOF
   setsid bash -c "bash $W/builds.sh && touch $W/builds.done || touch $W/builds.failed" \

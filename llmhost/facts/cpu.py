@@ -149,6 +149,7 @@ def gather_cpu(source: Source) -> CpuFacts:
     family = int(info.get("cpu family", "0"))
     model = int(info.get("model", "0"))
     stepping = int(info.get("stepping", "0") or 0)
+    raw_flags = info["flags"].split()
     cpus = _online_cpus(source, text)
     siblings = _sibling_sets(source, cpus)
     return CpuFacts(
@@ -157,7 +158,7 @@ def gather_cpu(source: Source) -> CpuFacts:
         family=family,
         model=model,
         stepping=stepping,
-        microarchitecture=microarchitecture(vendor, family, model, stepping),
+        microarchitecture=microarchitecture(vendor, family, model, stepping, raw_flags),
         codename=codename(vendor, family, model),
         flags=isa_flags(info["flags"]),
         logical_cpus=cpus,

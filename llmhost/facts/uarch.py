@@ -1,10 +1,16 @@
-"""CPU family/model -> microarchitecture name, from vendor documentation and Linux's tables.
+"""CPU family/model -> microarchitecture name, from vendor documentation and Linux's tables,
+checked against the instruction sets the CPU offers.
 
 Sources: AMD's Processor Programming References (family 17h/19h/1Ah model ranges) and
 Linux `arch/x86/include/asm/intel-family.h`; AMD model ranges follow `arch/x86/kernel/cpu/amd.c`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+AMD, INTEL = "AuthenticAMD", "GenuineIntel"
 
 # (family, first model, last model, name); AMD families are decimal (0x17=23, 0x19=25, 0x1A=26).
 # The first matching row wins, so narrow rows come before the ranges they sit in.
@@ -78,8 +84,64 @@ _AMD_CODENAMES: dict[tuple[int, int], str] = {
 }
 
 
-def microarchitecture(vendor: str, family: int, model: int, stepping: int) -> str:
-    """Name the microarchitecture, or "unknown (family F model M)"."""
+@dataclass(frozen=True)
+class IsaEra:
+    """Instruction sets that date a CPU: one with all of `flags` is one of `could_be` or newer.
+
+    A virtual machine may report an older CPU model than its host's (a hypervisor's CPU model),
+    but it cannot offer instructions the host lacks; so a reported model outside `kin` (the
+    microarchitectures that have these flags) is named `name` instead.
+    """
+
+    vendor: str
+    flags: tuple[str, ...]
+    name: str
+    could_be: frozenset[str]  # what a CPU named `name` is: for judging it by their evidence
+    kin: frozenset[str]
+
+
+_SPR = frozenset({"Sapphire Rapids", "Emerald Rapids"})
+_ZEN5 = frozenset({"Zen 5", "Zen 6"})
+ERAS: tuple[IsaEra, ...] = (  # newest first in each vendor's line
+    IsaEra(INTEL, ("amx_fp16",), "Granite Rapids", frozenset({"Granite Rapids"}),
+           frozenset({"Granite Rapids"})),
+    IsaEra(INTEL, ("amx_tile",), "Sapphire/Emerald Rapids", _SPR, _SPR | {"Granite Rapids"}),
+    IsaEra(AMD, ("avx512_vp2intersect",), "Zen 5", frozenset({"Zen 5"}), _ZEN5),
+    IsaEra(AMD, ("avx512f",), "Zen 4", frozenset({"Zen 4"}), _ZEN5 | {"Zen 4"}),
+)  # fmt: skip
+
+
+def microarchitecture(
+    vendor: str, family: int, model: int, stepping: int, flags: Iterable[str] | None = None
+) -> str:
+    """Name the microarchitecture, or "unknown (family F model M)". With the CPU's `flags`, a
+    known model that its instruction sets contradict is named by them (see IsaEra)."""
+    reported = _reported(vendor, family, model, stepping)
+    have = set(flags or ())
+    for era in ERAS:
+        if era.vendor == vendor and have.issuperset(era.flags):
+            known = not reported.startswith("unknown")
+            return era.name if known and reported not in era.kin else reported
+    return reported
+
+
+def era(name: str) -> IsaEra | None:
+    """The era a dated name stands for, or None for a reported model's name."""
+    return next((e for e in ERAS if e.name == name), None)
+
+
+def could_be(name: str) -> frozenset[str]:
+    """The microarchitectures a CPU of this name is: itself, or those an era name stands for."""
+    dated = era(name)
+    return (dated.could_be if dated else frozenset()) | {name}
+
+
+def same_kind(a: str, b: str) -> bool:
+    """Two names for CPUs that may be the same microarchitecture (a dated name and its members)."""
+    return bool(could_be(a) & could_be(b))
+
+
+def _reported(vendor: str, family: int, model: int, stepping: int) -> str:
     if vendor == "AuthenticAMD":
         for fam, lo, hi, label in _AMD_RANGES:
             if fam == family and lo <= model <= hi:

@@ -16,6 +16,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmhost.facts import uarch
+
 if TYPE_CHECKING:
     from llmhost.facts import HostFacts
     from llmhost.plan.planner import ServicePlan
@@ -241,18 +243,21 @@ def load_local_evidence(path: Path | None = None) -> Evidence:
         ) from None
 
 
-def _kind(record: Record) -> tuple[str | None, ...]:
-    hw = record.hardware
-    if record.scope == "gpu":
-        return ("gpu", hw.gpu_architecture)
-    return ("cpu", hw.vendor, hw.microarchitecture)
+def _alike(a: Record, b: Record) -> bool:
+    """The same knob measured on the same kind of hardware."""
+    ha, hb = a.hardware, b.hardware
+    if a.knob != b.knob or a.scope != b.scope:
+        return False
+    if a.scope == "gpu":
+        return ha.gpu_architecture == hb.gpu_architecture
+    names = (ha.microarchitecture or "", hb.microarchitecture or "")
+    return ha.vendor == hb.vendor and (names[0] == names[1] or uarch.same_kind(*names))
 
 
 def with_local(shipped: Evidence, local: Evidence) -> Evidence:
     """This host's records beside the shipped ones: a knob measured here sets aside the shipped
     records of that knob on the same kind of hardware (this host's own numbers judge it)."""
-    measured = {(r.knob, _kind(r)) for r in local.records}
-    kept = tuple(r for r in shipped.records if (r.knob, _kind(r)) not in measured)
+    kept = tuple(r for r in shipped.records if not any(_alike(r, h) for h in local.records))
     return Evidence(shipped.noise_threshold, kept + local.records)
 
 
@@ -417,7 +422,7 @@ def same_kind(record: Record, facts: HostFacts) -> bool:
     if record.scope == "gpu":
         return hw.gpu_architecture in {g.architecture for g in facts.gpu.gpus}
     vendor_ok = hw.vendor in (None, facts.cpu.vendor)
-    return vendor_ok and hw.microarchitecture == facts.cpu.microarchitecture
+    return vendor_ok and uarch.same_kind(hw.microarchitecture or "", facts.cpu.microarchitecture)
 
 
 def _text(applied: bool, verdict: Verdict, kind: str, basis: str) -> str:

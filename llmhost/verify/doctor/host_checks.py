@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from llmhost.cpulist import format_cpulist
+from llmhost.facts import uarch
 from llmhost.verify.doctor.result import Context, Finding, fail, ok, skip, warn
 
 TAGS_FIX = "ansible-playbook site.yml --tags {tags}"
@@ -18,6 +19,13 @@ def cpu_microarchitecture(ctx: Context) -> Finding:
     )
     if cpu.microarchitecture.startswith("unknown"):
         return warn(detail + "; llmhost plans from the ISA flags alone")
+    dated = uarch.era(cpu.microarchitecture)
+    reported = uarch.microarchitecture(cpu.vendor, cpu.family, cpu.model, cpu.stepping)
+    if dated and reported != cpu.microarchitecture:
+        detail += (
+            f"; named by its instruction sets: the model it reports is {reported}'s, which has "
+            f"no {', '.join(dated.flags)} (a virtual machine's CPU model)"
+        )
     return ok(detail)
 
 

@@ -1,10 +1,12 @@
-"""Detection over real captured snapshots: this CI machine's kind and the H100 device machine."""
+"""Detection over real captured snapshots: the CI machines' kinds and the H100 device machine."""
 
 from llmhost.facts import gather
 from llmhost.facts.sources import SnapshotSource
 from llmhost.plan.config import Config
 from llmhost.plan.planner import make_plan
-from tests.support import H100_SNAPSHOT, ZEN4_SNAPSHOT
+from llmhost.verify.doctor.host_checks import cpu_microarchitecture
+from llmhost.verify.doctor.result import Context
+from tests.support import H100_SNAPSHOT, XEON_VM_SNAPSHOT, ZEN4_SNAPSHOT
 
 
 def test_zen4_epyc_snapshot():
@@ -84,3 +86,22 @@ def test_zen4_snapshot_plan_cpu():
     assert "-DGGML_AVX512_BF16=ON" in flags and "-DGGML_AVX_VNNI=OFF" in flags
     assert "-DGGML_AMX_TILE=OFF" in flags and "-DGGML_NATIVE=OFF" in flags
     assert plan.cores.inference_cpus == (1,) and plan.cores.housekeeping_cpus == (0,)
+
+
+def test_a_vm_reporting_an_older_cpu_model_is_named_by_its_instruction_sets():
+    """This CI machine kind reports Rocket Lake's model, which has no AMX, yet offers AMX and
+    AVX-512 FP16: it is a Sapphire or Emerald Rapids host, and the plan judges AMX by the
+    Emerald Rapids evidence (the CPU image's self-test still gates it)."""
+    facts = gather(SnapshotSource(XEON_VM_SNAPSHOT))
+    cpu = facts.cpu
+    assert (cpu.vendor, cpu.family, cpu.model) == ("GenuineIntel", 6, 0xA7)
+    assert cpu.microarchitecture == "Sapphire/Emerald Rapids"
+    plan = make_plan(facts, Config(inference_cores=1), "cpu")
+    assert "amx" not in plan.build.left_out
+    assert "-DGGML_AMX_INT8=ON" in plan.build.llama_cpu_cmake_flags
+    finding = cpu_microarchitecture(Context(facts, Config(), "cpu", plan, None, None, False))
+    assert "the model it reports is Rocket Lake's, which has no amx_tile" in finding.detail
+    emr = gather(SnapshotSource(H100_SNAPSHOT))  # a model that agrees keeps its name
+    assert emr.cpu.microarchitecture == "Emerald Rapids"
+    context = Context(emr, Config(), "cpu", None, None, None, False)
+    assert "reports" not in cpu_microarchitecture(context).detail

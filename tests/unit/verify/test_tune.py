@@ -188,3 +188,22 @@ def test_builds_alone_run_the_plans_pinned_setup_in_each_build_interleaved(tmp_p
     ratios = {m.test: m.ratio for m in records["cpu_build.plan_vs_threadpool"].metrics}
     assert ratios == {"pp64": 1.25, "tg16": 1.25}
     assert records["cpu_build.plan_vs_official"].verdict is Verdict.NIL
+
+
+def test_a_vm_named_by_its_instruction_sets_is_judged_by_and_replaces_its_kins_records():
+    """An AMX VM reporting an older model ("Sapphire/Emerald Rapids") reads the Emerald Rapids
+    records, and its own `llmhost tune` records set those aside."""
+    from tests.support import XEON_VM_SNAPSHOT
+
+    vm = gather(SnapshotSource(XEON_VM_SNAPSHOT), containers=False)
+    shipped = load_evidence()
+    plan = make_plan(vm, replace(HUGETLB, inference_cores=1), "cpu")
+    rec = {r.knob: r for r in recommend(shipped, vm, plan.services)}["cpu.pinning"]
+    assert rec.verdict is not Verdict.NOT_MEASURED and "Emerald Rapids" in rec.basis
+    here = _record("cpu.pinning", Hardware.from_facts(vm), 0.7, "llmhost tune on vm 2026")
+    merged = with_local(shipped, Evidence(0.02, (here,)))
+    pinning = [r for r in merged.records if r.knob == "cpu.pinning"
+               and r.hardware.vendor == "GenuineIntel"]  # fmt: skip
+    assert pinning == [here]
+    rec = {r.knob: r for r in recommend(merged, vm, plan.services)}["cpu.pinning"]
+    assert rec.verdict is Verdict.NEGATIVE and rec.measured_here
