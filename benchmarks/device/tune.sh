@@ -31,7 +31,6 @@ setup)
   rm -rf "$W/repo" && mkdir -p "$W/repo" && cp -r . "$W/repo/"
   python3 -m pip install -q --no-index --no-deps --target /tmp/site-small .device/whl/*.whl
   tar xJf .device/llama-src.txz -C "$W"
-  printf 'models_dir: %s\nservices:\n  llama-cpu:\n    model: 1b-q8_0.gguf\n' "$M" > "$W/llmhost.yaml"
   { lscpu; gcc --version | head -1; cmake --version | head -1; } > "$OUT/machine.txt" 2>&1
   # the build's flags need no model: a plan without one (the models are still being written)
   printf 'hugepages: {enabled: true}\n' > "$W/plan-build.yaml"
@@ -39,6 +38,18 @@ setup)
   python3 -c "import json,sys; print(' '.join(json.load(sys.stdin)['build']['llama_cpu_cmake_flags']))" \
     < "$OUT/plan-build.json" > "$W/plan-flags.txt"
   echo "plan flags: $(cat "$W/plan-flags.txt")"
+  # the defects the CPU image's build context corrects (llmhost.actions.source_fixes: GCC < 14
+  # drops AMX tile shapes), corrected in this tree for every build alike
+  # shellcheck disable=SC2046  # the flag list
+  python3 - "$W/llama.cpp" $(cat "$W/plan-flags.txt") <<'PY'
+import sys
+from pathlib import Path
+from llmhost.actions.source_fixes import fix_tree
+tree = Path(sys.argv[1])
+for rel, fixed in fix_tree(tree, sys.argv[2:]).items():
+    (tree / rel).write_bytes(fixed.data)
+    print(f"source fix {fixed.fix.id}: {rel}")
+PY
   cat > "$W/builds.sh" <<EOF
 set -e
 cd $W/llama.cpp
@@ -81,7 +92,8 @@ wait)
 tune)
   model=${MODEL:-1b-q8_0.gguf}
   out="$OUT/${model%.gguf}"
-  L plan --profile cpu --json > "$OUT/plan-cpu.json" || exit 1
+  printf 'models_dir: %s\nservices:\n  llama-cpu:\n    model: %s\n' "$M" "$model" > "$W/llmhost.yaml"
+  L plan --profile cpu --json > "$out.plan.json" || exit 1
   builds=(--compare-build "official=$W/b-official/bin/llama-bench"
           --compare-build "threadpool=$W/b-threadpool/bin/llama-bench")
   before=$(cat /proc/sys/vm/nr_hugepages)
@@ -89,7 +101,7 @@ tune)
     builds+=(--builds-only)
   else  # the pool the hugetlb setup draws from
     pages=$(python3 -c "import json,sys; print(json.load(sys.stdin)['hugepages']['pages'])" \
-      < "$OUT/plan-cpu.json")
+      < "$out.plan.json")
     echo $(( before + pages + 64 )) > /proc/sys/vm/nr_hugepages
   fi
   L tune --llama-bench "$W/b-plan/bin/llama-bench" "${builds[@]}" --model "$M/$model" \
