@@ -10,7 +10,9 @@ Readers (add one per new result format; each yields Records):
   <run>/summary.json            the H100 runs' summary (retired summarize_h100.py): CPU knob
                                 matrix + GPU llama-bench
   **/cpu_knobs-<host>.json      the CPU knob matrix of the retired benchmarks/cpu_knobs.py
-  **/tune*.json                 `llmhost tune --json`: its records, judged where they were measured
+  **/tune*.json                 `llmhost tune --json`: its knobs and builds judged again from its
+                                samples, pooled over every run of one kind of host, model and
+                                test sizes (two runs of one comparison are one sample set)
   **/cpu_builds-*.json          benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build;
                                 every file of one kind of host and thread count pooled per model
                                 (a run split over device calls is judged as one run)
@@ -37,10 +39,9 @@ from llmhost.plan.evidence import (
     RULE,
     Hardware,
     Record,
-    parse_record,
 )
 from llmhost.verify.tune.judge import compare
-from llmhost.verify.tune.knobs import CPU_KNOBS, Comparison
+from llmhost.verify.tune.knobs import CPU_KNOBS, TUNED, Comparison, build_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -187,6 +188,33 @@ def read_cpu_builds(paths: list[Path], results: Path) -> Iterator[Record]:
                 yield record
 
 
+def _tuned(knob: str) -> Comparison:
+    return TUNED[knob] if knob in TUNED else build_comparison(knob.split("plan_vs_", 1)[1])
+
+
+def read_tunes(paths: list[Path], results: Path) -> Iterator[Record]:
+    """`llmhost tune` results judged again with the samples of every run of the same
+    comparison pooled: one kind of host, one model, the same test sizes."""
+    runs: dict[tuple, list[dict]] = {}
+    for path in paths:
+        data = json.loads(path.read_text())
+        tests = tuple(sorted({t for tests in data["runs"].values() for t in tests}))
+        key = (Hardware(**data["hardware"]), data["workload"], tests)
+        runs.setdefault(key, []).append({**data, "path": path})
+    for (hardware, workload, _), files in runs.items():
+        pooled: dict[str, dict[str, list[float]]] = {}
+        for data in files:
+            for setup, tests in data["runs"].items():
+                for test, samples in tests.items():
+                    pooled.setdefault(setup, {}).setdefault(test, []).extend(samples)
+        source = ", ".join(_source(d["path"], results) for d in files)
+        knobs = dict.fromkeys(r["knob"] for d in files for r in d["records"])
+        for knob in knobs:
+            record = compare(_tuned(knob), {workload: pooled}, {}, hardware, source)
+            if record:
+                yield record
+
+
 def _source(path: Path, results: Path) -> str:
     return f"benchmarks/results/{path.relative_to(results).as_posix()}"
 
@@ -194,6 +222,7 @@ def _source(path: Path, results: Path) -> str:
 def read_results(results: Path) -> list[Record]:
     records: list[Record] = []
     builds: list[Path] = []
+    tunes: list[Path] = []
     for path in sorted(results.rglob("*.json")):
         source = _source(path, results)
         if path.name == "summary.json":
@@ -209,8 +238,9 @@ def read_results(results: Path) -> list[Record]:
         elif kind == "cpu_builds":
             builds.append(path)
         elif kind == "llmhost tune":
-            records += [replace(parse_record(r), source=source) for r in data["records"]]
+            tunes.append(path)
     records += read_cpu_builds(builds, results)
+    records += read_tunes(tunes, results)
     return sorted(records, key=lambda r: (r.knob, r.hardware.microarchitecture or "", r.source))
 
 
