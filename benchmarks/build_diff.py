@@ -65,7 +65,9 @@ def functions(library: Path) -> dict[str, list[str]]:
     for line in dump.splitlines():
         head = _FUNC.match(line)
         if head:
-            body = None if head.group(1).endswith("@plt") else out.setdefault(head.group(1), [])
+            name = head.group(1)
+            skip = name.endswith("@plt") or name.startswith(".")  # PLT slots, sections
+            body = None if skip else out.setdefault(name, [])
         elif body is not None and "\t" in line:
             ins = line.split("\t", 1)[1].split("#", 1)[0].strip()
             body.append(_RIP.sub("R", re.sub(r"<.*>", "", _BRANCH.sub(r"\1 A", ins))))
