@@ -16,6 +16,8 @@ Readers (add one per new result format; each yields Records):
   **/cpu_builds-*.json          benchmarks/cpu_builds.py: plan flags vs AVX2 vs official build;
                                 every file of one kind of host and thread count pooled per model
                                 (a run split over device calls is judged as one run)
+Files under a `superseded/` folder measured what an older llmhost planned (kept as data, for the
+before/after in docs/performance.md); they are not evidence for what it plans now.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from llmhost.verify.tune.knobs import CPU_KNOBS, TUNED, Comparison, build_compar
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OUT = ROOT / "llmhost" / "data" / "evidence.json"
+SUPERSEDED = "superseded"
 
 
 # The lab's knobs: `llmhost tune` measures the CPU ones (llmhost.verify.tune.knobs).
@@ -224,6 +227,8 @@ def read_results(results: Path) -> list[Record]:
     builds: list[Path] = []
     tunes: list[Path] = []
     for path in sorted(results.rglob("*.json")):
+        if SUPERSEDED in path.relative_to(results).parts:
+            continue
         source = _source(path, results)
         if path.name == "summary.json":
             records += read_summary(path, source)
