@@ -14,14 +14,26 @@ from dataclasses import dataclass, fields
 from enum import StrEnum
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmhost.facts import uarch
+from llmhost.plan.services import Knobs, LlamaKnobs
 
 if TYPE_CHECKING:
     from llmhost.facts import HostFacts
-    from llmhost.plan.planner import ServicePlan
-    from llmhost.plan.services import LlamaKnobs
+
+
+class PlannedService(Protocol):
+    """What the evidence reads of a planned service (llmhost.plan.planner.ServicePlan): which
+    knobs it carries. A protocol, so the planner imports the evidence and not the reverse."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def knobs(self) -> Knobs: ...
+    @property
+    def memlock(self) -> bool: ...
+
 
 EVIDENCE_PATH = Path(__file__).parents[1] / "data" / "evidence.json"
 LOCAL_EVIDENCE = "evidence.json"  # in the state directory: `llmhost tune`'s records of this host
@@ -292,52 +304,50 @@ def save_local_evidence(records: Iterable[Record], path: Path | None = None) -> 
 # ---------------------------------------------------------------- knobs the plan applies
 
 
-def _llama(s: ServicePlan) -> LlamaKnobs | None:
-    from llmhost.plan.services import LlamaKnobs
-
+def _llama(s: PlannedService) -> LlamaKnobs | None:
     return s.knobs if isinstance(s.knobs, LlamaKnobs) else None
 
 
-def _pinned(s: ServicePlan) -> bool:
+def _pinned(s: PlannedService) -> bool:
     k = _llama(s)
     return bool(k and k.cpu_mask)
 
 
-def _hugetlb(s: ServicePlan) -> bool:
+def _hugetlb(s: PlannedService) -> bool:
     k = _llama(s)
     return bool(k and k.hugetlb_malloc and k.load_mode_none)
 
 
 @dataclass(frozen=True)
 class Knob:
-    applied: Callable[[ServicePlan], bool]  # does the planned service carry it
+    applied: Callable[[PlannedService], bool]  # does the planned service carry it
     off: str | None  # the setting that turns it off, where llmhost has one
     measure: str  # how to measure it on this host and feed the result in
     tuned: bool = False  # `llmhost tune` measures it (else a lab benchmark does)
 
 
-def _pinned_hugetlb(s: ServicePlan) -> bool:
+def _pinned_hugetlb(s: PlannedService) -> bool:
     return _pinned(s) and _hugetlb(s)
 
 
-def _flash_attn(s: ServicePlan) -> bool:
+def _flash_attn(s: PlannedService) -> bool:
     k = _llama(s)
     return bool(k and k.flash_attn != "off")  # llama.cpp's default: auto -> on
 
 
-def _cuda_graphs(s: ServicePlan) -> bool:
+def _cuda_graphs(s: PlannedService) -> bool:
     return s.knobs.cuda_graphs
 
 
-def _never(s: ServicePlan) -> bool:
+def _never(s: PlannedService) -> bool:
     return False
 
 
-def _always(s: ServicePlan) -> bool:
+def _always(s: PlannedService) -> bool:
     return True
 
 
-def _memlock(s: ServicePlan) -> bool:
+def _memlock(s: PlannedService) -> bool:
     return s.memlock
 
 
@@ -452,7 +462,7 @@ def verdict_here(evidence: Evidence, knob: str, facts: HostFacts) -> tuple[Verdi
 
 
 def recommend_knob(
-    knob: str, records: list[Record], facts: HostFacts, service: ServicePlan
+    knob: str, records: list[Record], facts: HostFacts, service: PlannedService
 ) -> Recommendation:
     """The verdict on this kind of host for one knob, from every record of that knob."""
     first = records[0]
@@ -483,7 +493,7 @@ def recommend_knob(
 
 
 def recommend(
-    evidence: Evidence, facts: HostFacts, services: tuple[ServicePlan, ...]
+    evidence: Evidence, facts: HostFacts, services: tuple[PlannedService, ...]
 ) -> tuple[Recommendation, ...]:
     """One recommendation per measured knob of each planned service."""
     planned = {s.name: s for s in services}
