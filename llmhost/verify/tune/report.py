@@ -14,15 +14,16 @@ RESULT_FORMAT = 1
 
 def table(result: TuneResult) -> list[str]:
     """One row per knob and llama-bench test: median ratio, min-max spread, verdict."""
-    rows = [f"{'knob':<22} {'test':<7} {'ratio':>7}  {'spread':<13} {'samples':<8} verdict"]
+    w = max([22, *(len(r.knob) for r in result.records), *(len(k) for k in result.skipped)])
+    rows = [f"{'knob':<{w}} {'test':<7} {'ratio':>7}  {'spread':<13} {'samples':<8} verdict"]
     for record in result.records:
         for m in record.metrics:
             spread = f"[{m.low - 1:+.0%}..{m.high - 1:+.0%}]"
             rows.append(
-                f"{record.knob:<22} {m.test:<7} {m.ratio - 1:>+7.1%}  {spread:<13} "
+                f"{record.knob:<{w}} {m.test:<7} {m.ratio - 1:>+7.1%}  {spread:<13} "
                 f"{f'{m.n}/{m.baseline_n}':<8} {m.verdict}"
             )
-    rows += [f"{knob:<22} not measured: {why}" for knob, why in result.skipped.items()]
+    rows += [f"{knob:<{w}} not measured: {why}" for knob, why in result.skipped.items()]
     return rows
 
 

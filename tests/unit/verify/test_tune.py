@@ -207,3 +207,12 @@ def test_a_vm_named_by_its_instruction_sets_is_judged_by_and_replaces_its_kins_r
     assert pinning == [here]
     rec = {r.knob: r for r in recommend(merged, vm, plan.services)}["cpu.pinning"]
     assert rec.verdict is Verdict.NEGATIVE and rec.measured_here
+
+
+def test_the_table_keeps_its_columns_for_a_build_comparisons_longer_name():
+    hw = Hardware.from_facts(ZEN4)
+    metric = Metric("tiny", "tg16", 1.02, 0.98, 1.05, 3, 3, Verdict.NIL)
+    record = Record("cpu_build.plan_vs_threadpool", "t", "cpu", "llama-cpu", "c", hw, (metric,),
+                    Verdict.NIL, "s")  # fmt: skip
+    head, row = table(TuneResult(hw, "tiny", "m.gguf", 3, 1, {}, {}, {}, (record,), 1.0, "now"))
+    assert head.index("test") == row.index("tg16") and row.split()[-1] == "nil"
