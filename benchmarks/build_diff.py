@@ -101,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="write the JSON here (default: stdout)")
     args = parser.parse_args(argv)
     (na, da, la), (nb, db, lb) = (parse_build(b) for b in args.builds)
+    for folder, lib in ((da, la), (db, lb)):
+        for need in (folder / "compile_commands.json", folder / "bin" / lib):
+            if not need.is_file():
+                print(f"{need}: no such file (a build configured with "
+                      "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON, built)", file=sys.stderr)  # fmt: skip
+                return 2
     fa, fb = cpu_flags(da, la), cpu_flags(db, lb)
     if not fa or not fb:
         print(f"no CPU-backend sources in {da if not fa else db}/compile_commands.json "

@@ -43,7 +43,7 @@ from llmhost.plan.evidence import (
     Record,
 )
 from llmhost.verify.tune.judge import compare
-from llmhost.verify.tune.knobs import CPU_KNOBS, TUNED, Comparison, build_comparison
+from llmhost.verify.tune.knobs import COMPARISONS, CPU_KNOBS, Comparison, build_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -59,12 +59,9 @@ GPU_KNOBS = (
                "fa=on,graphs=on", "fa=on,graphs=off",
                "CUDA graphs vs GGML_CUDA_DISABLE_GRAPHS=1, flash attention on"),
 )  # fmt: skip
+# benchmarks/cpu_builds.py names its builds plan, avx2 and official.
 BUILD_KNOBS = (
-    Comparison("cpu_build.plan_vs_avx2", "CPU build with the plan's ISA flags vs AVX2", "cpu",
-               "llama-cpu", "plan", "avx2", "plan's explicit ISA switches vs AVX2-only build"),
-    Comparison("cpu_build.plan_vs_official", "CPU build with the plan's ISA flags vs official",
-               "cpu", "llama-cpu", "plan", "official",
-               "plan's explicit ISA switches vs GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS"),
+    *(replace(build_comparison(b), candidate="plan", baseline=b) for b in ("avx2", "official")),
     Comparison("cpu_build.amx", "AMX kernels in the CPU build", "cpu", "llama-cpu", "amx",
                "noamx", "plan's ISA with AMX (llmhost's source fix applied) vs the same without "
                "AMX (benchmarks/device/amx_check.py)"),
@@ -191,10 +188,6 @@ def read_cpu_builds(paths: list[Path], results: Path) -> Iterator[Record]:
                 yield record
 
 
-def _tuned(knob: str) -> Comparison:
-    return TUNED[knob] if knob in TUNED else build_comparison(knob.split("plan_vs_", 1)[1])
-
-
 def read_tunes(paths: list[Path], results: Path) -> Iterator[Record]:
     """`llmhost tune` results judged again with the samples of every run of the same
     comparison pooled: one kind of host, one model, the same test sizes."""
@@ -213,7 +206,7 @@ def read_tunes(paths: list[Path], results: Path) -> Iterator[Record]:
         source = ", ".join(_source(d["path"], results) for d in files)
         knobs = dict.fromkeys(r["knob"] for d in files for r in d["records"])
         for knob in knobs:
-            record = compare(_tuned(knob), {workload: pooled}, {}, hardware, source)
+            record = compare(COMPARISONS[knob], {workload: pooled}, {}, hardware, source)
             if record:
                 yield record
 

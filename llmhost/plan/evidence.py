@@ -262,8 +262,7 @@ def _alike(a: Record, b: Record) -> bool:
         return False
     if a.scope == "gpu":
         return ha.gpu_architecture == hb.gpu_architecture
-    names = (ha.microarchitecture or "", hb.microarchitecture or "")
-    return ha.vendor == hb.vendor and (names[0] == names[1] or uarch.same_kind(*names))
+    return _same_cpu(ha, hb.vendor, hb.microarchitecture)
 
 
 def with_local(shipped: Evidence, local: Evidence) -> Evidence:
@@ -431,8 +430,13 @@ def same_kind(record: Record, facts: HostFacts) -> bool:
     hw = record.hardware
     if record.scope == "gpu":
         return hw.gpu_architecture in {g.architecture for g in facts.gpu.gpus}
-    vendor_ok = hw.vendor in (None, facts.cpu.vendor)
-    return vendor_ok and uarch.same_kind(hw.microarchitecture or "", facts.cpu.microarchitecture)
+    return _same_cpu(hw, facts.cpu.vendor, facts.cpu.microarchitecture)
+
+
+def _same_cpu(hw: Hardware, vendor: str | None, microarchitecture: str | None) -> bool:
+    """A record's CPU and another may be the same microarchitecture (vendor unknown: any)."""
+    vendor_ok = hw.vendor in (None, vendor)
+    return vendor_ok and uarch.same_kind(hw.microarchitecture or "", microarchitecture or "")
 
 
 def _text(applied: bool, verdict: Verdict, kind: str, basis: str) -> str:

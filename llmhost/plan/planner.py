@@ -379,7 +379,6 @@ def cpu_cmake_flags(
 
 
 AMX_KNOB = "cpu_build.amx"
-MLOCK_KNOB = "cpu.mlock"
 # Peak memory of one compile job: g++ on llama.cpp's largest units, nvcc on its template-heavy
 # CUDA kernels (several GiB each; 32 at once exhaust a 64 GiB workstation).
 CXX_JOB_MIB, NVCC_JOB_MIB = 1024, 4096
@@ -416,18 +415,14 @@ def isa_left_out(facts: HostFacts, evidence: Evidence) -> dict[str, str]:
     return out
 
 
-def plan_mlock(config: Config, facts: HostFacts, evidence: Evidence) -> tuple[bool, str | None]:
-    """Whether llama-cpu locks its weights in RAM: as llmhost.yaml says, else where `llmhost
-    tune` (or the shipped evidence) measured it faster on this kind of host; and why, when on."""
-    asked = config.services["llama-cpu"].mlock
-    if asked is not None:
-        return (
-            asked,
-            "llama-cpu weights locked in RAM (services.llama-cpu.mlock)" if asked else None,
-        )
-    # Not on by evidence alone: in a container here, --ulimit memlock=-1 did not let
-    # llama-server lock (VmLck 0, "failed to mlock"), so doctor would fail what the plan chose.
-    return False, None
+def plan_mlock(config: Config) -> tuple[bool, str | None]:
+    """Whether llama-cpu locks its weights in RAM, and why when on: only where llmhost.yaml asks.
+    Not from evidence alone: where the container's memlock limit cannot be raised (a dockerd
+    without CAP_SYS_RESOURCE) llama-server cannot lock, so doctor would fail what the plan chose.
+    """
+    if not config.services["llama-cpu"].mlock:
+        return False, None
+    return True, "llama-cpu weights locked in RAM (services.llama-cpu.mlock)"
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -872,7 +867,7 @@ def make_plan(
     )
     if not facts.cpu.has("avx512f"):
         notes.append("no AVX-512 on this CPU: the CPU image uses AVX2 kernels")
-    mlock, mlock_why = plan_mlock(config, facts, evidence or load_evidence())
+    mlock, mlock_why = plan_mlock(config)
     if mlock_why:
         notes.append(mlock_why)
     services, cpu_reason = plan_services(

@@ -139,3 +139,7 @@ def build_comparison(name: str) -> Comparison:
     title, compares = OTHER_BUILDS[name]
     return Comparison(f"cpu_build.plan_vs_{name}", title, "cpu", "llama-cpu", "pinned",
                       build_setup(name).name, compares)  # fmt: skip
+
+
+# Every comparison `llmhost tune` can record, by knob: the knobs and the other builds.
+COMPARISONS = {**TUNED, **{c.knob: c for c in map(build_comparison, OTHER_BUILDS)}}
